@@ -1,0 +1,3 @@
+from mrisr_ray.cli import main
+
+main()

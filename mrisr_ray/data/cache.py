@@ -1,0 +1,275 @@
+"""The prepared dataset cache: one memory-mapped array of kept HR slices per subject.
+
+Layout of a cache folder (design.md §3):
+    manifest.json     protocol, per-subject source path, sha256, shape, spacing, kept slices
+    splits.json       subject-level test set and K folds (see `splits.py`)
+    subjects/<id>.npy (kept slices, H, W) float32 in [0, 1], read with mmap
+    nifti/            only for the synthetic cohort: the generated source scans
+
+Writes are atomic: everything is built in `<out>.partial/` and renamed into place at the end,
+so an interrupted `prepare` leaves no half cache and the next run starts clean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mrisr_ray.data.discovery import Scan
+from mrisr_ray.data.splits import Splits, make_splits
+from mrisr_ray.data.volume import (
+    FOREGROUND_FRACTION,
+    FOREGROUND_THRESHOLD,
+    foreground_slices,
+    read_volume,
+)
+from mrisr_ray.errors import UserInputError
+
+PROTOCOL_VERSION = 1
+MANIFEST = "manifest.json"
+SPLITS = "splits.json"
+
+Track = Callable[[Iterable, str], Iterable]
+
+
+def no_progress(items: Iterable, description: str) -> Iterable:
+    return items
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Everything that changes the numbers a cache produces; its hash tags every run."""
+
+    keep: float = 0.5  # fraction of each k-space axis kept by `degrade`
+    clip_percentiles: tuple[float, float] | None = None  # robust min-max (None: plain min-max)
+    foreground_threshold: float = FOREGROUND_THRESHOLD
+    foreground_fraction: float = FOREGROUND_FRACTION
+    orientation: str = "RAS canonical, axial slices along the last axis"
+    version: int = PROTOCOL_VERSION
+
+    def digest(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class SubjectEntry:
+    subject: str
+    site: str
+    source: str  # relative to the cache folder when the scan lives inside it, else absolute
+    sha256: str
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    kept_slices: list[int]
+    array: str  # relative path of the .npy file
+
+
+@dataclass
+class Manifest:
+    protocol: Protocol
+    subjects: list[SubjectEntry]
+    origin: dict = field(default_factory=dict)  # how the sources were made (e.g. synthetic seed)
+
+    @property
+    def protocol_hash(self) -> str:
+        return self.protocol.digest()
+
+    def to_json(self) -> str:
+        body = asdict(self)
+        body["protocol_hash"] = self.protocol_hash
+        return json.dumps(body, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        raw = json.loads(text)
+        proto = raw["protocol"]
+        if proto.get("clip_percentiles") is not None:
+            proto["clip_percentiles"] = tuple(proto["clip_percentiles"])
+        subjects = [
+            SubjectEntry(**{**s, "shape": tuple(s["shape"]), "spacing": tuple(s["spacing"])})
+            for s in raw["subjects"]
+        ]
+        return cls(protocol=Protocol(**proto), subjects=subjects, origin=raw.get("origin", {}))
+
+
+@dataclass(frozen=True)
+class CacheSummary:
+    path: Path
+    n_subjects: int
+    sites: dict[str, int]
+    n_slices: int
+    n_test: int
+    n_folds: int
+    bytes_on_disk: int
+    protocol_hash: str
+
+    def lines(self) -> list[str]:
+        site_text = ", ".join(f"{k}: {v}" for k, v in sorted(self.sites.items()))
+        return [
+            f"cache      {self.path}",
+            f"subjects   {self.n_subjects} ({site_text})",
+            f"slices     {self.n_slices} kept by the foreground rule",
+            f"splits     {self.n_test} test subject(s), {self.n_folds} folds over the rest",
+            f"size       {self.bytes_on_disk / 2**20:.1f} MiB",
+            f"protocol   {self.protocol_hash}",
+        ]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    """Refuse to replace a non-empty `out` unless `overwrite`; an empty folder is fine."""
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        what = "an mrisr-ray cache" if (out / MANIFEST).is_file() else "other files"
+        raise UserInputError(f"{out}: already holds {what}; pass --overwrite to replace it")
+
+
+def staging_folder(out: Path) -> Path:
+    """A fresh `<out>.partial/` (a leftover from an interrupted run is removed)."""
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move the finished `staging` folder to `out`, replacing what was there."""
+    if out.exists():
+        retired = out.with_name(out.name + ".old")
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(out, retired)
+        os.replace(staging, out)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staging, out)
+
+
+def write_cache(scans: list[Scan], staging: Path, protocol: Protocol, splits_args: dict,
+                origin: dict | None = None, track: Track = no_progress) -> None:
+    """Fill `staging` with subject arrays, `manifest.json` and `splits.json`."""
+    (staging / "subjects").mkdir(exist_ok=True)
+    entries: list[SubjectEntry] = []
+    in_plane: tuple[int, int] | None = None
+    for scan in track(scans, "Preparing subjects"):
+        volume = read_volume(scan.path, protocol.clip_percentiles)
+        shape = volume.data.shape
+        if in_plane is None:
+            in_plane = shape[:2]
+        elif shape[:2] != in_plane:
+            raise UserInputError(
+                f"{scan.path}: in-plane size {shape[0]}x{shape[1]} differs from the cohort's "
+                f"{in_plane[0]}x{in_plane[1]}"
+            )
+        kept = foreground_slices(volume.data)
+        if kept.size == 0:
+            raise UserInputError(f"{scan.path}: no slice passes the foreground rule")
+        slices = np.ascontiguousarray(np.moveaxis(volume.data[:, :, kept], -1, 0))
+        array = f"subjects/{scan.subject}.npy"
+        np.save(staging / array, slices)
+        source = scan.path.resolve()
+        inside = source.is_relative_to(staging.resolve())
+        entries.append(SubjectEntry(
+            subject=scan.subject, site=scan.site,
+            source=str(source.relative_to(staging.resolve())) if inside else str(source),
+            sha256=file_sha256(scan.path), shape=shape, spacing=volume.spacing,
+            kept_slices=kept.tolist(), array=array,
+        ))
+    splits = make_splits({e.subject: e.site for e in entries}, **splits_args)
+    (staging / SPLITS).write_text(splits.to_json())
+    manifest = Manifest(protocol=protocol, subjects=entries, origin=origin or {})
+    (staging / MANIFEST).write_text(manifest.to_json())
+
+
+def build_atomically(out: Path, overwrite: bool, fill: Callable[[Path], None]) -> None:
+    """Run `fill(staging)` and publish the staging folder as `out`; clean up on any failure."""
+    check_output_folder(out, overwrite)
+    staging = staging_folder(out)
+    try:
+        fill(staging)
+        publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def prepare_cache(scans: list[Scan], out: str | Path, protocol: Protocol | None = None,
+                  n_folds: int = 5, test_fraction: float = 0.1, seed: int = 0,
+                  overwrite: bool = False, track: Track = no_progress) -> CacheSummary:
+    """Build the cache for `scans` at `out` atomically and return its summary."""
+    out = Path(out).resolve()
+    check_output_folder(out, overwrite)
+    splits_args = {"n_folds": n_folds, "test_fraction": test_fraction, "seed": seed}
+    # Checked before the slow part so a bad fold count fails at once.
+    make_splits({s.subject: s.site for s in scans}, **splits_args)
+    build_atomically(out, overwrite, lambda staging: write_cache(
+        scans, staging, protocol or Protocol(), splits_args, track=track))
+    return Cache.open(out).summary()
+
+
+class Cache:
+    """Read access to a prepared cache: manifest, splits and memory-mapped subject slices."""
+
+    def __init__(self, path: Path, manifest: Manifest, splits: Splits):
+        self.path = path
+        self.manifest = manifest
+        self.splits = splits
+        self._entries = {e.subject: e for e in manifest.subjects}
+
+    @classmethod
+    def open(cls, path: str | Path) -> Cache:
+        path = Path(path).resolve()
+        if not (path / MANIFEST).is_file() or not (path / SPLITS).is_file():
+            raise UserInputError(
+                f"{path}: not a prepared mrisr-ray cache (no {MANIFEST}/{SPLITS}); "
+                "run `mrisr-ray prepare` first"
+            )
+        manifest = Manifest.from_json((path / MANIFEST).read_text())
+        if manifest.protocol.version != PROTOCOL_VERSION:
+            raise UserInputError(
+                f"{path}: cache protocol version {manifest.protocol.version}, this mrisr-ray "
+                f"reads version {PROTOCOL_VERSION}; run `mrisr-ray prepare --overwrite` again"
+            )
+        return cls(path, manifest, Splits.load(path / SPLITS))
+
+    @property
+    def subjects(self) -> list[str]:
+        return list(self._entries)
+
+    @property
+    def keep(self) -> float:
+        return self.manifest.protocol.keep
+
+    def entry(self, subject: str) -> SubjectEntry:
+        if subject not in self._entries:
+            raise UserInputError(f"{self.path}: subject {subject} is not in this cache")
+        return self._entries[subject]
+
+    def slices(self, subject: str) -> np.ndarray:
+        """(kept slices, H, W) float32 memmap of one subject's HR slices."""
+        return np.load(self.path / self.entry(subject).array, mmap_mode="r")
+
+    def summary(self) -> CacheSummary:
+        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        return CacheSummary(
+            path=self.path, n_subjects=len(self._entries),
+            sites=dict(Counter(e.site for e in self.manifest.subjects)),
+            n_slices=sum(len(e.kept_slices) for e in self.manifest.subjects),
+            n_test=len(self.splits.test), n_folds=len(self.splits.folds),
+            bytes_on_disk=size, protocol_hash=self.manifest.protocol_hash,
+        )

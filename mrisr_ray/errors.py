@@ -1,0 +1,8 @@
+"""The one exception type that means "the user gave bad input".
+
+The CLI turns it into a single line on stderr and exit code 2, never a traceback.
+"""
+
+
+class UserInputError(Exception):
+    """Bad input that the user can fix; the message names the file/option and the problem."""

@@ -1,0 +1,101 @@
+import json
+import re
+
+import numpy as np
+import pytest
+from helpers import blob_volume, write_nifti
+
+from mrisr_ray.data import Cache, discover_scans, load_volume, prepare_cache
+from mrisr_ray.data import cache as cache_module
+from mrisr_ray.errors import UserInputError
+
+
+def test_prepare_writes_manifest_splits_and_mmap_slices(ixi_dir, tmp_path):
+    out = tmp_path / "cache"
+    summary = prepare_cache(discover_scans(ixi_dir), out, n_folds=3, test_fraction=0.25, seed=4)
+    assert summary.n_subjects == 8 and summary.n_test == 2 and summary.n_folds == 3
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["protocol"]["keep"] == 0.5 and manifest["protocol_hash"] == summary.protocol_hash
+    entry = manifest["subjects"][0]
+    assert set(entry) >= {"subject", "site", "source", "sha256", "shape", "spacing", "kept_slices"}
+    assert entry["shape"] == [32, 32, 6] and entry["kept_slices"] == list(range(6))
+    assert entry["source"] == str((ixi_dir / "IXI000-Guys-1000-T2.nii.gz").resolve())
+    splits = json.loads((out / "splits.json").read_text())
+    assert splits["seed"] == 4 and len(splits["folds"]) == 3
+
+    cache = Cache.open(out)
+    slices = cache.slices("IXI000-Guys-1000")
+    assert isinstance(slices, np.memmap) and slices.shape == (6, 32, 32)
+    expected = np.moveaxis(load_volume(ixi_dir / "IXI000-Guys-1000-T2.nii.gz"), -1, 0)
+    np.testing.assert_array_equal(slices, expected)
+    assert not (tmp_path / "cache.partial").exists()
+
+
+def test_in_plane_size_mismatch_names_the_file(ixi_dir, tmp_path):
+    odd = write_nifti(ixi_dir / "IXI100-IOP-0100-T2.nii.gz", blob_volume(5, shape=(40, 32, 6)))
+    with pytest.raises(UserInputError, match=re.escape(f"{odd.name}: in-plane size 40x32 differs")):
+        prepare_cache(discover_scans(ixi_dir), tmp_path / "cache", n_folds=3)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "cache.partial").exists()
+
+
+def test_corrupt_file_leaves_no_half_cache(ixi_dir, tmp_path):
+    (ixi_dir / "IXI007-HH-1007-T2.nii.gz").write_bytes(b"\x1f\x8b broken")
+    with pytest.raises(UserInputError, match=r"IXI007-HH-1007-T2\.nii\.gz"):
+        prepare_cache(discover_scans(ixi_dir), tmp_path / "cache", n_folds=3)
+    assert list(tmp_path.iterdir()) == [ixi_dir]
+
+
+def test_existing_output_is_refused_unless_overwrite(ixi_dir, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "thesis.tex").write_text("precious")
+    with pytest.raises(UserInputError, match="already holds other files; pass --overwrite"):
+        prepare_cache(discover_scans(ixi_dir), other, n_folds=3)
+    assert (other / "thesis.tex").read_text() == "precious"
+    out = tmp_path / "cache"
+    prepare_cache(discover_scans(ixi_dir), out, n_folds=3)
+    with pytest.raises(UserInputError, match="already holds an mrisr-ray cache"):
+        prepare_cache(discover_scans(ixi_dir), out, n_folds=3)
+    summary = prepare_cache(discover_scans(ixi_dir), out, n_folds=4, overwrite=True)
+    assert summary.n_folds == 4 and not (tmp_path / "cache.old").exists()
+
+
+def test_interrupted_prepare_then_rerun_gives_a_correct_cache(ixi_dir, tmp_path, monkeypatch):
+    out = tmp_path / "cache"
+    real_read = cache_module.read_volume
+    calls = {"n": 0}
+
+    def interrupt_on_fifth(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "read_volume", interrupt_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_cache(discover_scans(ixi_dir), out, n_folds=3)
+    assert not out.exists()
+    # A crash that killed the process would leave the staging folder: the rerun clears it.
+    (tmp_path / "cache.partial" / "subjects").mkdir(parents=True)
+    monkeypatch.setattr(cache_module, "read_volume", real_read)
+    summary = prepare_cache(discover_scans(ixi_dir), out, n_folds=3)
+    assert summary.n_subjects == 8 and summary.n_slices == 48
+    assert not (tmp_path / "cache.partial").exists()
+
+
+def test_too_few_subjects_fails_before_reading(ixi_dir, tmp_path):
+    with pytest.raises(UserInputError, match="too few for 8 folds"):
+        prepare_cache(discover_scans(ixi_dir), tmp_path / "cache", n_folds=8)
+
+
+def test_open_rejects_missing_and_other_protocol(tmp_path, tiny_synthetic_cache):
+    with pytest.raises(UserInputError, match="not a prepared mrisr-ray cache"):
+        Cache.open(tmp_path)
+    copy = tmp_path / "old"
+    copy.mkdir()
+    (copy / "splits.json").write_text((tiny_synthetic_cache / "splits.json").read_text())
+    manifest = json.loads((tiny_synthetic_cache / "manifest.json").read_text())
+    manifest["protocol"]["version"] = 0
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserInputError, match="protocol version 0"):
+        Cache.open(copy)

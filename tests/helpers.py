@@ -1,0 +1,37 @@
+"""Helpers the tests import: small NIfTI writers and the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_IXI = REPO.parent / "shared" / "data" / "ixi_t2"
+REAL_T2 = SHARED_IXI / "hd_bet_IXI002-Guys-0828-T2.nii.gz"
+
+
+def write_nifti(path: Path, data: np.ndarray, zooms=(0.9375, 0.9375, 1.2)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spatial = [*zooms[:3], 1.0, 1.0, 1.0][:3]
+    affine = np.diag([*spatial, 1.0])
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+def blob_volume(seed: int, shape=(32, 32, 6)) -> np.ndarray:
+    """A bright ellipse with noise: passes the foreground rule on every slice."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    ellipse = ((yy - shape[0] / 2) / (shape[0] / 3)) ** 2 + ((xx - shape[1] / 2) / (shape[1] / 3)) ** 2 < 1
+    vol = np.repeat(ellipse[:, :, None], shape[2], axis=2).astype(np.float32) * 100
+    return (vol + rng.uniform(0, 20, size=shape)).astype(np.int16)
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mrisr_ray", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
