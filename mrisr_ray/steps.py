@@ -1,0 +1,201 @@
+"""One training-step API per model: a critic step and a generator step, each returning a dict
+of detached scalar losses. The Ray Train worker loop calls them; they know nothing about Ray or
+MLflow. Networks may arrive wrapped in DDP; the critic loss (with its gradient penalty) is one
+loss with one backward so DDP all-reduces the double-backward gradients too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from mrisr_ray import losses
+from mrisr_ray.config import Config
+from mrisr_ray.models import (
+    CircleCritic,
+    CircleGenerator,
+    CPCECritic,
+    CPCEGenerator,
+    build_perceptual,
+)
+
+Scalars = dict[str, torch.Tensor]
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """No gradients for `modules` inside the block (the critic during a generator step)."""
+    params = [p for m in modules for p in m.parameters()]
+    states = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, state in zip(params, states, strict=True):
+            p.requires_grad_(state)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module inside a DDP (or torch.compile) wrapper."""
+    module = getattr(module, "module", module)
+    return getattr(module, "_orig_mod", module)
+
+
+class GanSteps:
+    """Networks, optimizers and autocast shared by both models."""
+
+    generators: dict[str, nn.Module]
+    critics: dict[str, nn.Module]
+
+    def __init__(self, config: Config, device: torch.device):
+        self.config, self.loss, self.device = config, config.loss, device
+        use_amp = config.train.amp and (device.type == "cuda" or config.train.amp_on_cpu)
+        self.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)
+
+    def make_optimizers(self) -> None:
+        lr, betas = self.config.train.lr, self.config.train.betas
+        self.opt_g = torch.optim.Adam([p for g in self.generators.values() for p in g.parameters()],
+                                      lr=lr, betas=betas)
+        self.opt_d = torch.optim.Adam([p for d in self.critics.values() for p in d.parameters()],
+                                      lr=lr, betas=betas)
+
+    def set_lr(self, lr: float) -> None:
+        for optimizer in (self.opt_g, self.opt_d):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+    def train(self, mode: bool = True) -> None:
+        for net in [*self.generators.values(), *self.critics.values()]:
+            net.train(mode)
+
+    def state_dict(self) -> dict:
+        nets = {name: unwrap(n).state_dict() for name, n in {**self.generators, **self.critics}.items()}
+        return {"networks": nets, "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, net in {**self.generators, **self.critics}.items():
+            unwrap(net).load_state_dict(state["networks"][name])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+
+    @property
+    def sr_generator(self) -> nn.Module:
+        """The LR → HR generator (what validation, reports and predict use)."""
+        return unwrap(self.generators["G"])
+
+    def _update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+class CPCESteps(GanSteps):
+    """WGAN-GP + λp · VGG-19 perceptual loss (+ optional λ_l1 · L1)."""
+
+    def __init__(self, config: Config, device: torch.device, wrap: Callable[[nn.Module], nn.Module],
+                 perceptual: nn.Module | None):
+        super().__init__(config, device)
+        self.generators = {"G": wrap(CPCEGenerator(config.cpce).to(device))}
+        self.critics = {"D": wrap(CPCECritic(config.data.patch_size, config.cpce).to(device))}
+        self.perceptual = perceptual.to(device) if perceptual is not None else None
+        self.make_optimizers()
+
+    def critic_step(self, lr: torch.Tensor, hr: torch.Tensor) -> Scalars:
+        g, d = self.generators["G"], self.critics["D"]
+        with torch.no_grad(), self.autocast():
+            fake = g(lr)
+        with self.autocast():
+            loss, penalty = losses.critic_loss(d, hr, fake.float(), self.loss.gp_weight)
+        self._update(self.opt_d, loss)
+        return {"d_loss": loss.detach(), "gp": penalty.detach()}
+
+    def generator_step(self, lr: torch.Tensor, hr: torch.Tensor) -> Scalars:
+        g, d = self.generators["G"], self.critics["D"]
+        with frozen(d), self.autocast():
+            sr = g(lr)
+            adversarial = losses.adversarial_loss(d, sr)
+            total = adversarial
+            out = {"g_adv": adversarial.detach()}
+            if self.perceptual is not None and self.loss.lambda_p > 0:
+                perceptual = losses.perceptual_loss(self.perceptual, sr, hr)
+                total = total + self.loss.lambda_p * perceptual
+                out["g_perceptual"] = perceptual.detach()
+            if self.loss.lambda_l1 > 0:
+                pixel = losses.l1(sr, hr)
+                total = total + self.loss.lambda_l1 * pixel
+                out["g_l1"] = pixel.detach()
+        self._update(self.opt_g, total)
+        return {"g_loss": total.detach(), **out}
+
+
+class CircleSteps(GanSteps):
+    """WGAN-GP both ways + λ1 · cycle L1 + λ2 · identity L1 + λ3 · JST(τ) (+ optional λ_l1 · L1).
+
+    G: LR → HR judged by D_Y (HR domain); F: HR → LR judged by D_X (LR domain).
+    """
+
+    def __init__(self, config: Config, device: torch.device, wrap: Callable[[nn.Module], nn.Module]):
+        super().__init__(config, device)
+        size, c = config.data.patch_size, config.circle
+        self.generators = {"G": wrap(CircleGenerator(c).to(device)),
+                           "F": wrap(CircleGenerator(c).to(device))}
+        self.critics = {"D_Y": wrap(CircleCritic(size, c).to(device)),
+                        "D_X": wrap(CircleCritic(size, c).to(device))}
+        self.make_optimizers()
+
+    def critic_step(self, lr: torch.Tensor, hr: torch.Tensor) -> Scalars:
+        g, f = self.generators["G"], self.generators["F"]
+        d_y, d_x = self.critics["D_Y"], self.critics["D_X"]
+        with torch.no_grad(), self.autocast():
+            fake_hr, fake_lr = g(lr), f(hr)
+        with self.autocast():
+            loss_y, gp_y = losses.critic_loss(d_y, hr, fake_hr.float(), self.loss.gp_weight)
+            loss_x, gp_x = losses.critic_loss(d_x, lr, fake_lr.float(), self.loss.gp_weight)
+            loss = loss_y + loss_x
+        self._update(self.opt_d, loss)
+        return {"d_loss": loss.detach(), "d_y_loss": loss_y.detach(), "d_x_loss": loss_x.detach(),
+                "gp": (gp_y + gp_x).detach() / 2}
+
+    def generator_step(self, lr: torch.Tensor, hr: torch.Tensor) -> Scalars:
+        g, f = self.generators["G"], self.generators["F"]
+        d_y, d_x = self.critics["D_Y"], self.critics["D_X"]
+        w = self.loss
+        with frozen(d_y, d_x), self.autocast():
+            sr, lr_hat = g(lr), f(hr)
+            adversarial = losses.adversarial_loss(d_y, sr) + losses.adversarial_loss(d_x, lr_hat)
+            cycle = losses.cycle_loss(g, f, lr, hr, sr, lr_hat)
+            identity = losses.identity_loss(g, f, lr, hr)
+            jst = losses.jst_loss(sr.float(), hr, w.tau)
+            total = adversarial + w.lambda_cycle * cycle + w.lambda_identity * identity \
+                + w.lambda_jst * jst
+            out = {"g_adv": adversarial.detach(), "g_cycle": cycle.detach(),
+                   "g_identity": identity.detach(), "g_jst": jst.detach()}
+            if w.lambda_l1 > 0:
+                pixel = losses.l1(sr, hr)
+                total = total + w.lambda_l1 * pixel
+                out["g_l1"] = pixel.detach()
+        self._update(self.opt_g, total)
+        return {"g_loss": total.detach(), **out}
+
+
+def identity_wrap(module: nn.Module) -> nn.Module:
+    return module
+
+
+def build_steps(config: Config, device: torch.device | str = "cpu",
+                wrap: Callable[[nn.Module], nn.Module] = identity_wrap,
+                vgg_weights: str | None = None) -> GanSteps:
+    """Networks + optimizers of `config.model` on `device`; `wrap` is applied to every trainable
+    network (e.g. Ray Train's `prepare_model` for DDP). VGG weights: see models/vgg.py."""
+    device = torch.device(device)
+    if config.model == "cpce":
+        perceptual = None
+        if config.loss.lambda_p > 0:
+            perceptual = build_perceptual(config.loss.perceptual,
+                                          vgg_weights or config.loss.vgg_weights, config.train.seed)
+        return CPCESteps(config, device, wrap, perceptual)
+    return CircleSteps(config, device, wrap)
