@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mrisr_ray.errors import UserInputError
+from mrisr_ray.errors import RunFailed, UserInputError
 
 app = typer.Typer(
     help="GAN super-resolution for brain MRI (GAN-CPCE, GAN-CIRCLE) with Ray, Optuna and MLflow.\n\n"
@@ -82,6 +82,83 @@ def prepare(
         typer.echo("note       synthetic cohort: its numbers are not IXI numbers")
 
 
+TrackingOption = Annotated[
+    str | None,
+    typer.Option("--tracking-uri", help="MLflow tracking URI (default sqlite:///<workdir>/mlflow.db)."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value, e.g. --set train.lr=2e-4 (repeatable)."),
+]
+
+
+@app.command(epilog="Example: mrisr-ray train --model cpce --data mrisr-work/data/synthetic "
+             "--workers 1 --device cuda --vgg-weights vgg19-dcbb9e9d.pth")
+def train(
+    model: Annotated[str | None, typer.Option(help="cpce or circle.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Prepared cache (mrisr-ray prepare).")] = None,
+    config: Annotated[Path | None, typer.Option(help="Config YAML (default configs/<model>.yaml).")] = None,
+    fold: Annotated[int, typer.Option(help="0-based fold; validates on its val subjects.")] = 0,
+    all_train: Annotated[bool, typer.Option(
+        "--all-train", help="Train on every non-test subject, no validation.")] = False,
+    workers: Annotated[int, typer.Option(help="DDP workers (one GPU each on CUDA).")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=E.")] = None,
+    vgg_weights: Annotated[str | None, typer.Option(help="VGG-19 weights file (or 'download').")] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "mrisr-ray",
+    resume: Annotated[str | None, typer.Option(
+        help="MLflow run id to continue from its last checkpoint.")] = None,
+    max_failures: Annotated[int, typer.Option(help="Worker-group restarts from the last checkpoint.")] = 1,
+    address: Annotated[str | None, typer.Option(help="Join a running Ray cluster (default: local).")] = None,
+    set_: SetOption = None,
+    workdir: WorkdirOption = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Train one GAN with Ray Train (DDP), paper schedule, full-state checkpoints, MLflow logging."""
+    from mrisr_ray.config import load_config
+    from mrisr_ray.tracking import Tracking
+    from mrisr_ray.train.run import TrainRequest
+    from mrisr_ray.train.run import train as run_training
+    from mrisr_ray.workdir import resolve_workdir
+
+    if resume is None and model is None and config is None:
+        raise UserInputError("give --model cpce|circle (or --config FILE, or --resume RUN_ID)")
+    if data is None:
+        raise UserInputError("give --data CACHE (a folder made by `mrisr-ray prepare`)")
+    overrides = list(set_ or []) + ([f"train.epochs={epochs}"] if epochs is not None else [])
+    run_config = load_config(model, config, overrides)
+    wd = resolve_workdir(workdir)
+    result = run_training(TrainRequest(
+        config=run_config, cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
+        fold=None if all_train else fold, workers=workers, device=device, experiment=experiment,
+        vgg_weights=vgg_weights, resume_run_id=resume, max_failures=max_failures, address=address))
+    scores = "" if all_train else f", best val PSNR {result.best_psnr:.2f} dB / SSIM {result.best_ssim:.4f}"
+    typer.echo(f"run {result.run_id}: best epoch {result.best_epoch}{scores}")
+    typer.echo(f"best generator: {result.generator}")
+    typer.echo(f"compare runs: mrisr-ray ui --workdir {wd.root}")
+
+
+@app.command(epilog="Example: mrisr-ray ui --port 5000")
+def ui(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    workdir: WorkdirOption = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Start the MLflow UI on 127.0.0.1 on this work directory's store."""
+    import subprocess
+
+    from mrisr_ray.tracking import Tracking
+    from mrisr_ray.workdir import resolve_workdir
+
+    tracking = Tracking.for_workdir(resolve_workdir(workdir), tracking_uri)
+    typer.echo(f"MLflow UI on http://127.0.0.1:{port} for {tracking.uri} (Ctrl-C stops it)")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.uri,
+               "--host", "127.0.0.1", "--port", str(port)]
+    if tracking.artifact_root:
+        command += ["--default-artifact-root", tracking.artifact_root.as_uri()]
+    raise typer.Exit(subprocess.call(command))
+
+
 def main() -> None:
     """Entry point: bad input becomes one line on stderr and exit code 2 (usage errors too)."""
     try:
@@ -89,3 +166,6 @@ def main() -> None:
     except UserInputError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except RunFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)

@@ -38,3 +38,15 @@ def tiny_synthetic_cache(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cache") / "synthetic"
     prepare_synthetic_cache(out, n_subjects=7, n_slices=6, n_folds=3, test_fraction=0.1)
     return out
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One real local Ray runtime for the whole session (each start costs seconds)."""
+    import ray
+
+    from mrisr_ray.ray_runtime import ensure_ray
+
+    ensure_ray(num_cpus=4)
+    yield
+    ray.shutdown()

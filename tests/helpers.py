@@ -14,6 +14,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_IXI = REPO.parent / "shared" / "data" / "ixi_t2"
 REAL_T2 = SHARED_IXI / "hd_bet_IXI002-Guys-0828-T2.nii.gz"
 
+# Tiny networks (same architectures, fewer/narrower layers) for fast CPU tests.
+TINY_MODELS = ["data.patch_size=32", "loss.perceptual=random_vgg", "cpce.width=8",
+               "cpce.critic_widths=[8, 8, 16, 16, 16, 16]", "cpce.critic_fc=32",
+               "circle.first_width=16", "circle.min_width=8", "circle.blocks=4",
+               "circle.critic_widths=[8, 16, 16, 16]", "circle.critic_fc=32"]
+# Tiny runs: 2 epochs of 32 patches, 2 validation slices per subject.
+TINY_RUN = [*TINY_MODELS, "train.epochs=2", "train.batch_size=8", "train.n_critic=1",
+            "train.max_patches_per_epoch=32", "train.val_max_slices=2"]
+
 
 def write_nifti(path: Path, data: np.ndarray, zooms=(0.9375, 0.9375, 1.2)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

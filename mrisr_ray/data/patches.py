@@ -96,12 +96,14 @@ class PatchSampler:
         keep: k-space fraction for `degrade` (from the cache manifest).
         device: where LR is computed and batches are returned.
         seed: seeds the epoch order / random positions.
-        rank, world_size: each DDP rank takes a disjoint share of every epoch.
+        rank, world_size: each DDP rank takes a disjoint, equally long share of every epoch
+            (equal lengths keep the ranks' DDP steps in lockstep).
+        max_patches: cap on the patches of an epoch (smoke runs); None visits all.
     """
 
     def __init__(self, store: SliceStore, size: int = 64, mode: str = "grid", keep: float = 0.5,
                  device: torch.device | str = "cpu", seed: int = 0, foreground_bias: float = 0.9,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, max_patches: int | None = None):
         if mode not in ("grid", "random"):
             raise ValueError(f"patch mode must be 'grid' or 'random', got {mode!r}")
         self.store, self.size, self.mode, self.keep = store, size, mode, keep
@@ -109,19 +111,21 @@ class PatchSampler:
         self.seed, self.foreground_bias = seed, foreground_bias
         self.rank, self.world_size = rank, world_size
         self.grid = grid_positions(store, size)
+        self.max_patches = max_patches
 
     @property
     def patches_per_epoch(self) -> int:
-        return len(self.grid)
+        n = len(self.grid) if self.max_patches is None else min(len(self.grid), self.max_patches)
+        return n - n % self.world_size
 
     def epoch_positions(self, epoch: int) -> np.ndarray:
         """This rank's positions for `epoch` (same on every call, so resumes are exact)."""
         rng = np.random.default_rng([self.seed, epoch])
+        n = self.patches_per_epoch
         if self.mode == "grid":
-            positions = self.grid[rng.permutation(len(self.grid))]
+            positions = self.grid[rng.permutation(len(self.grid))[:n]]
         else:
-            positions = random_positions(self.store, self.size, len(self.grid), rng,
-                                         self.foreground_bias)
+            positions = random_positions(self.store, self.size, n, rng, self.foreground_bias)
         return positions[self.rank :: self.world_size]
 
     def make_batch(self, positions: np.ndarray) -> PatchBatch:

@@ -1,13 +1,11 @@
 import pytest
 import torch
+from helpers import TINY_MODELS
 
 from mrisr_ray.config import load_config
 from mrisr_ray.steps import build_steps
 
-TINY = ["data.patch_size=32", "loss.perceptual=random_vgg", "cpce.width=8",
-        "cpce.critic_widths=[8, 8, 16, 16, 16, 16]", "cpce.critic_fc=32",
-        "circle.first_width=16", "circle.min_width=8", "circle.blocks=4", "circle.dropout=0.0",
-        "circle.critic_widths=[8, 16, 16, 16]", "circle.critic_fc=32", "train.lr=1e-3"]
+TINY = [*TINY_MODELS, "circle.dropout=0.0", "train.lr=1e-3"]
 
 
 def tiny_steps(model, *extra):

@@ -1,0 +1,117 @@
+"""Every MLflow call of mrisr-ray, through an explicit `MlflowClient` and explicit run ids (no
+global "active run" state, which breaks across Ray processes; research/ray.md §4).
+
+Local default store: `sqlite:///<workdir>/mlflow.db` with artifacts under `<workdir>/mlartifacts`
+(absolute paths: Ray workers change their working directory).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+from mrisr_ray.workdir import Workdir
+
+DEFAULT_EXPERIMENT = "mrisr-ray"
+MAX_PARAM_LENGTH = 6000
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where runs are logged: the store URI and (for a local store) the artifact root."""
+
+    uri: str
+    artifact_root: Path | None = None
+
+    @classmethod
+    def for_workdir(cls, workdir: Workdir, uri: str | None = None) -> Tracking:
+        if uri:
+            return cls(uri=uri)
+        workdir.root.mkdir(parents=True, exist_ok=True)
+        return cls(uri=workdir.mlflow_uri, artifact_root=workdir.mlflow_artifacts)
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.uri)
+
+    def experiment_id(self, name: str) -> str:
+        client = self.client()
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = (self.artifact_root / name).as_uri() if self.artifact_root else None
+        return client.create_experiment(name, artifact_location=location)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def start_run(tracking: Tracking, experiment: str, name: str, tags: dict[str, str],
+              parent_run_id: str | None = None) -> str:
+    """Create a new run (never reused by name) and return its id."""
+    all_tags = {"mlflow.runName": name, **tags}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = tracking.client().create_run(tracking.experiment_id(experiment), run_name=name,
+                                       tags=all_tags)
+    return run.info.run_id
+
+
+def log_params(tracking: Tracking, run_id: str, params: dict[str, Any]) -> None:
+    items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+    client = tracking.client()
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
+
+
+def set_tags(tracking: Tracking, run_id: str, tags: dict[str, Any]) -> None:
+    tracking.client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_metrics(tracking: Tracking, run_id: str, metrics: dict[str, float], step: int) -> None:
+    import time
+
+    now = int(time.time() * 1000)
+    tracking.client().log_batch(
+        run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def log_file(tracking: Tracking, run_id: str, path: str | Path, folder: str | None = None) -> None:
+    tracking.client().log_artifact(run_id, str(path), folder)
+
+
+def log_bytes(tracking: Tracking, run_id: str, data: bytes, artifact_file: str) -> None:
+    """Log `data` as the artifact `artifact_file` (e.g. "samples/epoch_003.png")."""
+    folder, _, name = artifact_file.rpartition("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        log_file(tracking, run_id, path, folder or None)
+
+
+def end_run(tracking: Tracking, run_id: str, status: str = "FINISHED") -> None:
+    tracking.client().set_terminated(run_id, status=status)
+
+
+def run_tags(tracking: Tracking, run_id: str) -> dict[str, str]:
+    return tracking.client().get_run(run_id).data.tags
+
+
+def run_status(tracking: Tracking, run_id: str) -> str:
+    return RunStatus.to_string(RunStatus.from_string(tracking.client().get_run(run_id).info.status))
+
+
+def mark_running(tracking: Tracking, run_id: str) -> None:
+    """Mark a resumed run as running again."""
+    tracking.client().update_run(run_id, status="RUNNING")

@@ -1,0 +1,97 @@
+"""Real Ray Train runs (2 gloo workers) with a real MLflow store in a temp dir."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TINY_RUN
+
+from mrisr_ray import tracking
+from mrisr_ray.config import load_config
+from mrisr_ray.errors import RunFailed
+from mrisr_ray.tracking import Tracking
+from mrisr_ray.train.checkpoint import GENERATOR_FILE, state_sha256
+from mrisr_ray.train.run import TrainRequest, train
+from mrisr_ray.train.worker import FAIL_ONCE_ENV
+from mrisr_ray.workdir import Workdir
+
+pytestmark = pytest.mark.ray
+
+
+def request(tmp_path: Path, cache: Path, model: str, **kwargs) -> TrainRequest:
+    workdir = Workdir(tmp_path / "work")
+    return TrainRequest(config=load_config(model, overrides=TINY_RUN), cache=cache, workdir=workdir,
+                        tracking=Tracking.for_workdir(workdir), workers=2, device="cpu",
+                        cpus_per_worker=1, **kwargs)
+
+
+def metric_steps(t: Tracking, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in t.client().get_metric_history(run_id, key))
+
+
+def artifacts(t: Tracking, run_id: str, folder: str = "") -> set[str]:
+    return {a.path for a in t.client().list_artifacts(run_id, folder)}
+
+
+@pytest.mark.parametrize("model", ["cpce", "circle"])
+def test_two_worker_gloo_run_logs_metrics_and_artifacts(ray_session, tiny_synthetic_cache, tmp_path,
+                                                        model):
+    req = request(tmp_path, tiny_synthetic_cache, model)
+    result = train(req)
+    t = req.tracking
+    run = t.client().get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    losses = {"cpce": {"g_adv", "g_perceptual", "gp"}, "circle": {"g_cycle", "g_identity", "g_jst"}}
+    for key in {"d_loss", "g_loss", "lr", "patches_per_s", "val_psnr", "val_ssim"} | losses[model]:
+        assert metric_steps(t, result.run_id, key) == [1, 2], key
+    assert run.data.params["train.epochs"] == "2" and run.data.tags["model"] == model
+    assert run.data.tags["protocol_hash"] and "gradient penalty" in run.data.tags["deviations"]
+    assert run.data.tags["device"] == "cpu" and run.data.tags["workers"] == "2"
+    assert {"config.yaml", "splits.json", "best_generator.pt", "samples"} <= artifacts(t, result.run_id)
+    assert artifacts(t, result.run_id, "samples") == {"samples/epoch_001.png", "samples/epoch_002.png"}
+    assert 0 < result.best_psnr < 60 and 0 < result.best_ssim <= 1
+    state = torch.load(result.generator, weights_only=True)
+    assert "reconstruct.weight" in state or "deconv8.weight" in state
+
+
+def test_killed_run_resumes_from_its_epoch_1_checkpoint(ray_session, tiny_synthetic_cache, tmp_path,
+                                                        monkeypatch):
+    monkeypatch.setenv(FAIL_ONCE_ENV, f"1:{tmp_path / 'killed'}")
+    first = request(tmp_path, tiny_synthetic_cache, "circle", max_failures=0)
+    with pytest.raises(RunFailed, match="injected failure after epoch 1"):
+        train(first)
+    t = first.tracking
+    (run,) = t.client().search_runs([t.experiment_id("mrisr-ray")])
+    assert run.info.status == "FAILED"
+    assert metric_steps(t, run.info.run_id, "val_psnr") == [1]
+    storage = first.workdir.ray_storage / run.data.tags["ray_run_name"]
+    (epoch_1,) = [p for p in storage.glob("checkpoint_*") if (p / GENERATOR_FILE).exists()]
+    epoch_1_sha = state_sha256(torch.load(epoch_1 / GENERATOR_FILE, weights_only=True))
+
+    resumed = train(request(tmp_path, tiny_synthetic_cache, "circle",
+                            resume_run_id=run.info.run_id))
+    assert resumed.run_id == run.info.run_id
+    tags = t.client().get_run(run.info.run_id).data.tags
+    assert tags["resumed_from_epoch"] == "1" and tags["resumed_generator_sha256"] == epoch_1_sha
+    assert metric_steps(t, run.info.run_id, "val_psnr") == [1, 2]  # ends at the configured 2
+    assert t.client().get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_worker_failure_is_recovered_from_the_checkpoint(ray_session, tiny_synthetic_cache, tmp_path,
+                                                         monkeypatch):
+    monkeypatch.setenv(FAIL_ONCE_ENV, f"1:{tmp_path / 'crashed'}")
+    req = request(tmp_path, tiny_synthetic_cache, "cpce", max_failures=1)
+    result = train(req)
+    assert (tmp_path / "crashed").exists()  # the failure did happen
+    run = req.tracking.client().get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_from_epoch"] == "1"
+    assert metric_steps(req.tracking, result.run_id, "lr") == [1, 2]
+
+
+def test_all_train_uses_every_development_subject_and_no_validation(ray_session, tiny_synthetic_cache,
+                                                                     tmp_path):
+    req = request(tmp_path, tiny_synthetic_cache, "circle", fold=None)
+    result = train(req)
+    assert result.best_epoch == 2  # the last epoch is the result
+    assert metric_steps(req.tracking, result.run_id, "val_psnr") == []
+    assert tracking.run_tags(req.tracking, result.run_id)["fold"] == "all-train"
