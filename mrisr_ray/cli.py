@@ -138,6 +138,67 @@ def train(
     typer.echo(f"compare runs: mrisr-ray ui --workdir {wd.root}")
 
 
+@app.command(epilog="Example: mrisr-ray tune --model circle --data mrisr-work/data/synthetic "
+             "--trials 20 --folds 5 --gpus-per-worker 1")
+def tune(
+    model: Annotated[str, typer.Option(help="cpce or circle.")],
+    data: Annotated[Path, typer.Option(help="Prepared cache (mrisr-ray prepare).")],
+    space: Annotated[Path | None, typer.Option(
+        help="Search space YAML (default search_spaces/<model>.yaml).")] = None,
+    config: Annotated[Path | None, typer.Option(help="Base config (default configs/<model>.yaml).")] = None,
+    trials: Annotated[int, typer.Option(help="Configurations to try (trial 0 = the base config).")] = 20,
+    folds: Annotated[int, typer.Option(help="Use the first K folds of splits.json.")] = 5,
+    concurrent: Annotated[int, typer.Option(help="Trials running at the same time.")] = 1,
+    workers_per_trial: Annotated[int, typer.Option(help="DDP workers of each fold training.")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(
+        help="GPUs per worker; 0 trains on CPUs, <1 shares.")] = 0.0,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker.")] = 1.0,
+    epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=E.")] = None,
+    metric: Annotated[str, typer.Option(help="psnr or ssim (mean over folds).")] = "psnr",
+    name: Annotated[str | None, typer.Option(help="Study name (default <model>-<time>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the study --name.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
+    address: Annotated[str | None, typer.Option(
+        help="Join a running Ray cluster (default: local).")] = None,
+    seed: Annotated[int, typer.Option(help="Optuna TPE seed.")] = 0,
+    vgg_weights: Annotated[str | None, typer.Option(help="VGG-19 weights file (CPCE).")] = None,
+    set_: SetOption = None,
+    workdir: WorkdirOption = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Search loss weights and schedules with Ray Tune + Optuna, scored across CV folds."""
+    from mrisr_ray.config import load_config
+    from mrisr_ray.data.cache import Cache
+    from mrisr_ray.tracking import Tracking
+    from mrisr_ray.tuning.space import default_space_path
+    from mrisr_ray.tuning.study import StudyRequest, make_plan, run_study
+    from mrisr_ray.tuning.tables import print_trials
+    from mrisr_ray.workdir import resolve_workdir
+
+    if resume and not name:
+        raise UserInputError("--resume needs --name STUDY")
+    overrides = list(set_ or []) + ([f"train.epochs={epochs}"] if epochs is not None else [])
+    base = load_config(model, config, overrides)
+    wd = resolve_workdir(workdir)
+    request = StudyRequest(
+        config=base, space_path=space or default_space_path(base.model), cache=data, workdir=wd,
+        tracking=Tracking.for_workdir(wd, tracking_uri), trials=trials, folds=folds,
+        concurrent=concurrent, workers_per_trial=workers_per_trial, gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker, metric=metric, name=name, resume=resume, address=address,
+        seed=seed, vgg_weights=vgg_weights)
+    if dry_run:
+        plan, _ = make_plan(request, Cache.open(data))
+        typer.echo("\n".join(plan.lines()))
+        return
+    result = run_study(request)
+    print_trials(result, metric)
+    if result.best_config_path:
+        typer.echo(f"best configuration: {result.best_config_path}")
+    else:
+        typer.echo("no trial finished all folds: no best configuration")
+    typer.echo(f"compare trials: mrisr-ray ui --workdir {wd.root}")
+
+
 @app.command(epilog="Example: mrisr-ray ui --port 5000")
 def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,

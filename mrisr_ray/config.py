@@ -199,6 +199,14 @@ def load_config(model: str | None = None, path: str | Path | None = None,
     return validate(config)
 
 
+def with_overrides(config: Config, values: dict[str, Any]) -> Config:
+    """A copy of `config` with dotted keys set, e.g. {"loss.tau": 0.3} (a tuning trial)."""
+    copy = from_dict(to_dict(config))
+    for key, value in values.items():
+        apply(copy, nest(key.split("."), value))
+    return validate(copy)
+
+
 def flatten(config: Config) -> dict[str, Any]:
     """{"train.lr": 1e-4, …} for MLflow params."""
     out: dict[str, Any] = {}

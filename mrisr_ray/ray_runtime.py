@@ -10,7 +10,6 @@ from mrisr_ray.errors import UserInputError
 QUIET_RAY = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
     # Worker prints go straight to the driver's console (the print patch echoes them twice).
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",

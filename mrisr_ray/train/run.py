@@ -44,6 +44,8 @@ class TrainRequest:
     resume_run_id: str | None = None
     max_failures: int = 1
     cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0  # < 1 shares a GPU between trials (one worker per trial only)
+    check_local: bool = True  # False inside a Tune trial: the study checked the cluster
     address: str | None = None
     parent_run_id: str | None = None  # tune: the trial's run
     run_name: str | None = None  # tune: "<trial>-fold<k>"; default unique per invocation
@@ -101,6 +103,7 @@ def start_or_resume_run(request: TrainRequest, cache: Cache) -> tuple[str, Confi
     config = request.config
     name = request.run_name or f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     tags = {
+        "kind": "train",
         "model": config.model,
         "fold": "all-train" if request.fold is None else str(request.fold),
         "git_commit": tracking.git_commit(),
@@ -131,7 +134,7 @@ def train(request: TrainRequest) -> TrainResult:
 
     cache = Cache.open(request.cache)
     use_gpu = resolve_device(request.device)
-    if request.address is None:
+    if request.address is None and request.check_local:
         check_local_request(request.workers, use_gpu, request.cpus_per_worker)
     train_subjects, val_subjects = fold_subjects(cache, request.fold)
     if request.config.train.batch_size < request.workers:
@@ -144,7 +147,7 @@ def train(request: TrainRequest) -> TrainResult:
         build_perceptual(request.config.loss.perceptual,
                          request.vgg_weights or request.config.loss.vgg_weights)
     ensure_ray(request.address)
-    check_cluster_request(request.workers, use_gpu, request.cpus_per_worker)
+    check_cluster_request(request.workers, use_gpu, request.cpus_per_worker, request.gpus_per_worker)
     run_id, config, ray_name = start_or_resume_run(request, cache)
     t = request.tracking
     tracking.set_tags(t, run_id, {"device": "cuda" if use_gpu else "cpu",
@@ -160,7 +163,8 @@ def train(request: TrainRequest) -> TrainResult:
         train_loop_config=spec.__dict__,
         scaling_config=ray.train.ScalingConfig(
             num_workers=request.workers, use_gpu=use_gpu,
-            resources_per_worker={"CPU": request.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
+            resources_per_worker={"CPU": request.cpus_per_worker,
+                                  **({"GPU": request.gpus_per_worker} if use_gpu else {})}),
         run_config=ray.train.RunConfig(
             name=ray_name, storage_path=str(request.workdir.ray_storage),
             checkpoint_config=ray.train.CheckpointConfig(

@@ -16,5 +16,7 @@ def test_schedule_is_relative_to_the_epochs_run():
     short = TrainConfig(epochs=10)
     assert [round(learning_rate(e, short), 9) for e in (5, 6, 10)] == [1e-4, round(1e-4 - 9.8e-5 / 5, 9),
                                                                       2e-6]
+    assert learning_rate(1, TrainConfig(epochs=1)) == 1e-4  # a 1-epoch run trains at lr
+    assert [learning_rate(e, TrainConfig(epochs=3)) for e in (2, 3)] == pytest.approx([1e-4, 2e-6])
     constant = TrainConfig(epochs=4, decay_start=1.0)
     assert {learning_rate(e, constant) for e in range(1, 5)} == {1e-4}

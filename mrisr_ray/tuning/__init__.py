@@ -1,0 +1,1 @@
+"""Tuning: search spaces, the cross-validation trial, and the Ray Tune + Optuna study."""

@@ -1,0 +1,142 @@
+"""Search spaces: YAML in `search_spaces/<model>.yaml`, validated, turned into a define-by-run
+Optuna space. Each dimension names a config key (as `--set` does):
+
+    parameters:
+      loss.lambda_jst: {type: float, low: 1.0e-4, high: 1.0, log: true}
+      train.n_critic:  {type: int, low: 1, high: 5}
+      train.batch_size: {type: categorical, choices: [32, 64, 128]}
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mrisr_ray.config import Config, apply, nest, to_dict
+from mrisr_ray.defaults import defaults_dir
+from mrisr_ray.errors import UserInputError
+
+TYPES = ("float", "int", "categorical")
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str  # config key, e.g. "loss.lambda_jst"
+    type: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple | None = None
+
+    def suggest(self, trial) -> Any:
+        if self.type == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+        if self.type == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+    def contains(self, value: Any) -> bool:
+        if self.type == "categorical":
+            return value in self.choices
+        return self.low <= value <= self.high
+
+    def describe(self) -> str:
+        if self.type == "categorical":
+            return f"{self.name} ∈ {list(self.choices)}"
+        return f"{self.name} ∈ [{self.low:g}, {self.high:g}]{' log' if self.log else ''} ({self.type})"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    path: Path
+    dimensions: tuple[Dimension, ...]
+
+    def define_by_run(self, trial) -> None:
+        for dimension in self.dimensions:
+            dimension.suggest(trial)
+
+    def defaults(self, config: Config) -> dict[str, Any]:
+        """The base config's value of every dimension (trial 0: the paper's configuration)."""
+        flat = {}
+        for d in self.dimensions:
+            value: Any = to_dict(config)
+            for key in d.name.split("."):
+                value = value[key]
+            if not d.contains(value):
+                raise UserInputError(f"{self.path}: {d.name}: the default configuration's value "
+                                     f"{value!r} lies outside the range, so trial 0 cannot run it")
+            flat[d.name] = value
+        return flat
+
+    def to_yaml(self) -> str:
+        return self.path.read_text()
+
+
+def default_space_path(model: str) -> Path:
+    return defaults_dir("search_spaces") / f"{model}.yaml"
+
+
+def parse_dimension(path: Path, name: str, spec: Any) -> Dimension:
+    where = f"{path}: {name}"
+    if not isinstance(spec, dict):
+        raise UserInputError(f"{where}: expected a mapping with type/low/high or choices")
+    unknown = set(spec) - {"type", "low", "high", "log", "choices"}
+    if unknown:
+        raise UserInputError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    kind = spec.get("type")
+    if kind not in TYPES:
+        raise UserInputError(f"{where}: type must be one of {', '.join(TYPES)}, got {kind!r}")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise UserInputError(f"{where}: categorical needs a non-empty list of choices")
+        return Dimension(name, kind, choices=tuple(choices))
+    low, high, log = spec.get("low"), spec.get("high"), spec.get("log", False)
+    number = int if kind == "int" else (int, float)
+    for label, value in (("low", low), ("high", high)):
+        if isinstance(value, bool) or not isinstance(value, number):
+            raise UserInputError(f"{where}: {label} must be {'an integer' if kind == 'int' else 'a number'}"
+                                 f", got {value!r}")
+    if not low < high:
+        raise UserInputError(f"{where}: empty range (low {low} must be below high {high})")
+    if not isinstance(log, bool):
+        raise UserInputError(f"{where}: log must be true or false")
+    if log and low <= 0:
+        raise UserInputError(f"{where}: a log range needs low > 0")
+    return Dimension(name, kind, float(low), float(high), log)
+
+
+def check_against_config(path: Path, dimension: Dimension, config: Config) -> None:
+    """The key exists and its range's values have the config field's type."""
+    samples = dimension.choices if dimension.type == "categorical" else (
+        [int(dimension.low), int(dimension.high)] if dimension.type == "int"
+        else [dimension.low, dimension.high])
+    for value in samples:
+        try:
+            apply(copy.deepcopy(config), nest(dimension.name.split("."), value))
+        except UserInputError as exc:
+            raise UserInputError(f"{path}: {dimension.name}: {exc}") from None
+
+
+def load_space(path: str | Path, config: Config) -> SearchSpace:
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: search space file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict) or set(raw) != {"parameters"} or not raw["parameters"]:
+        raise UserInputError(f"{path}: expected one top-level key 'parameters' with dimensions")
+    dimensions = []
+    for name, spec in raw["parameters"].items():
+        dimension = parse_dimension(path, str(name), spec)
+        check_against_config(path, dimension, config)
+        dimensions.append(dimension)
+    space = SearchSpace(path=path, dimensions=tuple(dimensions))
+    space.defaults(config)
+    return space
