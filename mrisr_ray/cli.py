@@ -171,7 +171,7 @@ def tune(
     from mrisr_ray.data.cache import Cache
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.tuning.space import default_space_path
-    from mrisr_ray.tuning.study import StudyRequest, make_plan, run_study
+    from mrisr_ray.tuning.study import StudyInterrupted, StudyRequest, make_plan, run_study
     from mrisr_ray.tuning.tables import print_trials
     from mrisr_ray.workdir import resolve_workdir
 
@@ -190,7 +190,11 @@ def tune(
         plan, _ = make_plan(request, Cache.open(data))
         typer.echo("\n".join(plan.lines()))
         return
-    result = run_study(request)
+    try:
+        result = run_study(request)
+    except StudyInterrupted as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(130) from None
     print_trials(result, metric)
     if result.best_config_path:
         typer.echo(f"best configuration: {result.best_config_path}")

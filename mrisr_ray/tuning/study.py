@@ -17,13 +17,17 @@ from mrisr_ray import tracking
 from mrisr_ray.config import Config, save_config, to_dict, with_overrides
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
-from mrisr_ray.ray_runtime import check_cluster_request, ensure_ray
+from mrisr_ray.ray_runtime import check_cluster_request, check_local_request, ensure_ray
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.tuning.space import SearchSpace, load_space
 from mrisr_ray.tuning.trial import StudySpec, cv_trial
 from mrisr_ray.workdir import Workdir
 
 TRIAL_DRIVER_CPU = 0.1  # the trial function only drives its folds' TorchTrainers
+
+
+class StudyInterrupted(KeyboardInterrupt):
+    """Tune stopped the study (Ctrl-C) and saved its state; `--resume` continues it."""
 
 
 @dataclass
@@ -187,11 +191,12 @@ def study_run(request: StudyRequest, plan: Plan, cache: Cache) -> str:
     return run_id
 
 
-def reconcile_callback(spec: StudySpec):
-    """A Tune callback that closes the MLflow runs of trials Tune stopped or lost."""
+def study_callback(spec: StudySpec):
+    """A Tune callback (driver side) that closes the MLflow runs of trials Tune stopped or lost
+    (it is saved with the experiment, so a restored study keeps it)."""
     from ray.tune import Callback
 
-    class CloseStoppedTrials(Callback):
+    class StudyCallback(Callback):
         def on_trial_complete(self, iteration, trials, trial, **info):
             folds_done = (trial.last_result or {}).get("folds_done", 0)
             if folds_done < spec.folds:
@@ -200,7 +205,15 @@ def reconcile_callback(spec: StudySpec):
         def on_trial_error(self, iteration, trials, trial, **info):
             close_trial_runs(spec, trial.trial_id, "failed", "FAILED")
 
-    return CloseStoppedTrials()
+    return StudyCallback()
+
+
+def unfinished_trials(experiment_path: Path, planned: int) -> int:
+    """Trials not yet ended (a Ctrl-C'd study): still pending/running/paused, or never created."""
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(str(experiment_path)).trials
+    return sum(t.status not in ("TERMINATED", "ERROR") for t in trials) + max(0, planned - len(trials))
 
 
 def close_trial_runs(spec: StudySpec, trial_id: str, state: str, status: str) -> None:
@@ -242,6 +255,9 @@ def run_study(request: StudyRequest, track=None) -> StudyResult:
     experiment_path, optuna_db = study_paths(request, plan.name)
     if request.resume and not experiment_path.is_dir():
         raise UserInputError(f"--resume: no study named {plan.name!r} under {experiment_path.parent}")
+    if request.address is None:
+        check_local_request(request.workers_per_trial, request.gpus_per_worker > 0,
+                            request.cpus_per_worker)
     ensure_ray(request.address)
     check_resources(request)
     started = time.time()
@@ -258,7 +274,7 @@ def run_study(request: StudyRequest, track=None) -> StudyResult:
     trainable = tune.with_resources(tune.with_parameters(cv_trial, spec=spec),
                                     {"cpu": TRIAL_DRIVER_CPU})
     run_config = tune.RunConfig(name=plan.name, storage_path=str(experiment_path.parent),
-                                callbacks=[reconcile_callback(spec)], verbose=1)
+                                callbacks=[study_callback(spec)], verbose=1)
     try:
         if request.resume:
             tuner = tune.Tuner.restore(str(experiment_path), trainable, resume_unfinished=True,
@@ -277,6 +293,11 @@ def run_study(request: StudyRequest, track=None) -> StudyResult:
     except KeyboardInterrupt:
         tracking.end_run(t, run_id, "KILLED")
         raise
+    unfinished = unfinished_trials(experiment_path, plan.trials)
+    if unfinished:
+        tracking.end_run(t, run_id, "KILLED")
+        raise StudyInterrupted(f"study {plan.name} interrupted with {unfinished} unfinished trial(s); "
+                               f"continue it with: mrisr-ray tune --resume --name {plan.name}")
     outcomes = outcomes_of(grid, space, defaults, plan.folds)
     for outcome in outcomes:
         if outcome.state != "complete":

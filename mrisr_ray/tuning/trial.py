@@ -84,9 +84,13 @@ def trial_run(spec: StudySpec, trial_id: str, params: dict, config) -> str:
 
 
 def remove_checkpoints(storage: Path) -> None:
-    """Disk economy: once a fold ends only its best generator stays (`best_generator.pt`)."""
+    """Disk economy: once a fold ends only its best generator stays (`best_generator.pt`); Ray's
+    checkpoint folders and its checkpoint-manager snapshot (which names them) go."""
     for path in storage.glob("checkpoint_*"):
-        shutil.rmtree(path, ignore_errors=True)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def cv_trial(params: dict, spec: StudySpec) -> None:

@@ -1,0 +1,60 @@
+import optuna
+import pytest
+
+from mrisr_ray.config import load_config
+from mrisr_ray.errors import UserInputError
+from mrisr_ray.tuning.space import default_space_path, load_space
+from mrisr_ray.tuning.study import TrialOutcome, select_best
+
+
+@pytest.mark.parametrize("model", ["cpce", "circle"])
+def test_default_spaces_load_and_contain_the_paper_configuration(model):
+    config = load_config(model)
+    space = load_space(default_space_path(model), config)
+    defaults = space.defaults(config)
+    if model == "circle":
+        assert defaults["loss.lambda_cycle"] == 1.0 and defaults["loss.lambda_identity"] == 0.5
+        assert {"loss.lambda_jst", "loss.tau", "circle.dropout"} <= set(defaults)
+    else:
+        assert defaults == {"loss.lambda_p": 0.1, "train.lr": 1e-4, "train.decay_start": 0.5,
+                            "train.n_critic": 4, "train.batch_size": 128}
+    trial = optuna.trial.FixedTrial(defaults)
+    space.define_by_run(trial)  # every dimension suggests from the trial
+    assert trial.params == defaults
+
+
+def write(tmp_path, text):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("body,message", [
+    ("parameters:\n  loss.lambda_q: {type: float, low: 0.1, high: 1}", "unknown config key 'loss.lambda_q'"),
+    ("parameters:\n  loss.tau: {type: float, low: 0.8, high: 0.2}", "empty range"),
+    ("parameters:\n  loss.tau: {type: float, low: zero, high: 1}", "low must be a number"),
+    ("parameters:\n  train.n_critic: {type: int, low: 1.5, high: 5}", "low must be an integer"),
+    ("parameters:\n  train.n_critic: {type: integer, low: 1, high: 5}", "type must be one of"),
+    ("parameters:\n  train.batch_size: {type: categorical, choices: []}", "non-empty list of choices"),
+    ("parameters:\n  train.lr: {type: float, low: 0, high: 1, log: true}", "log range needs low > 0"),
+    ("parameters:\n  train.lr: {type: float, low: 1e-3, high: 1e-2, step: 2}", "unknown field(s) step"),
+    ("parameters:\n  train.lr: {type: float, low: 1.0e-3, high: 1.0e-2}", "lies outside the range"),
+    ("parameters:\n  train.batch_size: {type: categorical, choices: [big, 128]}",
+     "expected an integer"),
+    ("params: {}", "one top-level key 'parameters'"),
+])
+def test_bad_space_files(tmp_path, body, message):
+    with pytest.raises(UserInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_space(write(tmp_path, body), load_config("cpce"))
+
+
+def test_best_trial_ignores_trials_with_fewer_folds():
+    outcomes = [
+        TrialOutcome("a", {}, "complete", 3, psnr_mean=30.0, ssim_mean=0.90),
+        TrialOutcome("b", {}, "pruned", 1, psnr_mean=35.0, ssim_mean=0.99),  # fold 0 is easier
+        TrialOutcome("c", {}, "complete", 3, psnr_mean=31.0, ssim_mean=0.89),
+        TrialOutcome("d", {}, "failed", 2, psnr_mean=40.0, ssim_mean=0.99),
+    ]
+    assert select_best(outcomes, 3, "psnr").trial_id == "c"
+    assert select_best(outcomes, 3, "ssim").trial_id == "a"
+    assert select_best(outcomes[1:2], 3, "psnr") is None

@@ -1,0 +1,120 @@
+"""Real Ray Tune + Optuna studies on the tiny synthetic cohort, real MLflow in a temp dir."""
+
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from helpers import TINY_RUN
+
+from mrisr_ray.config import load_config
+from mrisr_ray.tracking import Tracking
+from mrisr_ray.tuning.study import StudyRequest, run_study
+from mrisr_ray.workdir import Workdir
+
+pytestmark = pytest.mark.ray
+ONE_EPOCH = [*TINY_RUN, "train.epochs=1"]
+RIGGED = """parameters:
+  train.lr: {type: categorical, choices: [1.0e-4, 0.3]}   # 0.3 wrecks a 1-epoch model
+  loss.tau: {type: float, low: 0.0, high: 1.0}
+"""
+CPCE_SPACE = """parameters:
+  loss.lambda_p: {type: float, low: 0.01, high: 1.0, log: true}
+  train.n_critic: {type: int, low: 1, high: 2}
+"""
+
+
+def study_request(tmp_path, cache, model, space_text, name, **kwargs) -> StudyRequest:
+    space = tmp_path / f"{name}.yaml"
+    space.write_text(space_text)
+    workdir = Workdir(tmp_path / "work")
+    base = load_config(model, overrides=[*ONE_EPOCH, "train.n_critic=1"])
+    return StudyRequest(config=base, space_path=space, cache=cache, workdir=workdir,
+                        tracking=Tracking.for_workdir(workdir), trials=3, folds=2, name=name, **kwargs)
+
+
+def runs(t: Tracking, query: str) -> list:
+    return t.client().search_runs([t.experiment_id("mrisr-ray")], query)
+
+
+def test_cpce_study_completes_and_writes_the_best_config(ray_session, tiny_synthetic_cache, tmp_path):
+    req = study_request(tmp_path, tiny_synthetic_cache, "cpce", CPCE_SPACE, "cpce-study")
+    result = run_study(req)
+    assert result.best is not None and result.best.folds_done == 2
+    best = load_config(path=result.best_config_path)  # the schema of a training config
+    assert best.model == "cpce" and best.loss.lambda_p == pytest.approx(result.best.params["loss.lambda_p"])
+    assert result.best_config_path == tmp_path / "work" / "reports" / "best_cpce.yaml"
+    assert sum(o.is_default for o in result.outcomes) == 1  # trial 0 = the paper's configuration
+    t = req.tracking
+    (study,) = runs(t, "tags.kind = 'study'")
+    assert study.info.status == "FINISHED" and study.data.tags["best_trial"] == result.best.trial_id
+    assert {"best_psnr_mean", "best_psnr_sd", "cpu_hours", "trials_complete"} <= set(study.data.metrics)
+    trials = runs(t, "tags.kind = 'trial'")
+    assert len(trials) == 3 and {r.data.tags["mlflow.parentRunId"] for r in trials} == {study.info.run_id}
+    folds = runs(t, "tags.kind = 'fold'")
+    trial_ids = {r.info.run_id for r in trials}
+    assert {r.data.tags["mlflow.parentRunId"] for r in folds} <= trial_ids
+    complete = [o for o in result.outcomes if o.state == "complete"]
+    assert len(folds) >= 2 * len(complete)
+    artifacts = {a.path for a in t.client().list_artifacts(study.info.run_id)}
+    assert {"best_cpce.yaml", "cpce-study_history.png"} <= artifacts
+    # Disk economy: fold folders keep the best generator, not the full checkpoints.
+    storage = tmp_path / "work" / "ray"
+    assert not list(storage.glob("*-fold*/checkpoint_*"))
+    assert len(list(storage.glob("*-fold*/best_generator.pt"))) == len(folds)
+
+
+def test_asha_prunes_a_weak_trial_and_optuna_and_mlflow_record_it(ray_session, tiny_synthetic_cache,
+                                                                   tmp_path):
+    req = study_request(tmp_path, tiny_synthetic_cache, "circle", RIGGED, "rigged", seed=0)
+    result = run_study(req)
+    bad = [o for o in result.outcomes if o.params["train.lr"] == 0.3]
+    assert bad, "the seeded TPE sampler should propose lr = 0.3 in trials 1-2"
+    assert all(o.state == "pruned" and o.folds_done == 1 for o in bad)
+    assert result.best is not None and result.best.params["train.lr"] == 1e-4
+    study = optuna.load_study(study_name="rigged", storage=f"sqlite:///{req.workdir.optuna_db}")
+    states = {t.params["train.lr"]: t.state for t in study.trials}
+    assert states[0.3] == optuna.trial.TrialState.PRUNED
+    pruned_runs = runs(req.tracking, "tags.kind = 'trial' and tags.state = 'pruned'")
+    assert {r.data.tags["trial_id"] for r in pruned_runs} == {o.trial_id for o in bad}
+    assert all(r.info.status == "KILLED" for r in pruned_runs)
+
+
+def test_interrupted_study_resumes_without_running_a_trial_twice(tiny_synthetic_cache, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(RIGGED.replace("0.3]", "2.0e-4]"))
+    common = ["--model", "circle", "--data", str(tiny_synthetic_cache), "--space", str(space),
+              "--trials", "3", "--folds", "2", "--name", "paused", "--workdir", str(tmp_path / "w")]
+    common += [arg for item in ONE_EPOCH for arg in ("--set", item)]
+    cli = [sys.executable, "-m", "mrisr_ray", "tune"]
+    experiment = tmp_path / "w" / "ray" / "tune" / "paused"
+    first = subprocess.Popen([*cli, *common], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(experiment.glob("cv_trial_*"))) < 2:
+        time.sleep(1)  # trial 0 done, trial 1 started (one trial at a time)
+    first.send_signal(signal.SIGINT)
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 130, stderr[-2000:]
+    assert "--resume --name paused" in stderr
+
+    t = Tracking.for_workdir(Workdir(tmp_path / "w"))
+    before = Counter((r.data.tags["trial_id"], r.data.tags["fold"]) for r in runs(t, "tags.kind = 'fold'"))
+    second = subprocess.run([*cli, *common, "--resume"], capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    fold_runs = runs(t, "tags.kind = 'fold'")
+    counts = Counter((r.data.tags["trial_id"], r.data.tags["fold"]) for r in fold_runs)
+    assert max(counts.values()) == 1, counts  # no fold trained twice
+    assert set(before) <= set(counts)
+    assert len(runs(t, "tags.kind = 'trial'")) == 3
+    study = optuna.load_study(study_name="paused", storage=f"sqlite:///{tmp_path / 'w' / 'optuna.db'}")
+    assert len(study.trials) == 3 and all(tr.state.is_finished() for tr in study.trials)
+    (study_run,) = runs(t, "tags.kind = 'study'")
+    assert study_run.info.status == "FINISHED"
+    assert (tmp_path / "w" / "reports" / "best_circle.yaml").is_file()
+    assert Path(experiment).is_dir()
