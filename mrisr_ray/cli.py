@@ -203,6 +203,67 @@ def tune(
     typer.echo(f"compare trials: mrisr-ray ui --workdir {wd.root}")
 
 
+@app.command(epilog="Example: mrisr-ray report --data mrisr-work/data/synthetic --cpce cpce-20261126-101500")
+def report(
+    data: Annotated[Path, typer.Option(help="Prepared cache whose test subjects are scored.")],
+    cpce: Annotated[str | None, typer.Option(help="CPCE study name (default: the latest), or a config "
+                                             "YAML with --retrain.")] = None,
+    circle: Annotated[str | None, typer.Option(help="CIRCLE study name or config YAML.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default <workdir>/reports).")] = None,
+    retrain: Annotated[bool, typer.Option(
+        "--retrain/--use-fold-models",
+        help="Retrain the best configuration on all non-test subjects, or (default) ensemble the "
+        "best trial's fold models.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (for --retrain).")] = "auto",
+    vgg_weights: Annotated[str | None, typer.Option(help="VGG-19 weights (CPCE --retrain).")] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "mrisr-ray",
+    workdir: WorkdirOption = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Regenerate the SSIM/PSNR table and figures for the best CPCE and CIRCLE on the test subjects."""
+    from mrisr_ray.report.run import ReportRequest, make_report
+    from mrisr_ray.tracking import Tracking
+    from mrisr_ray.workdir import resolve_workdir
+
+    wd = resolve_workdir(workdir)
+    result = make_report(ReportRequest(
+        cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri), cpce=cpce,
+        circle=circle, out=out, retrain=retrain, experiment=experiment, vgg_weights=vgg_weights,
+        device=device), track=track)
+    typer.echo(f"report: {result.report}")
+    typer.echo(f"per-subject metrics: {result.metrics_csv}")
+
+
+@app.command(epilog="Example: mrisr-ray demo --workdir mrisr-work")
+def demo(
+    subjects: Annotated[int, typer.Option(help="Synthetic subjects (30% are test subjects).")] = 20,
+    trials: Annotated[int, typer.Option(help="Trials per model.")] = 2,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 2,
+    vgg_weights: Annotated[str | None, typer.Option(
+        help="VGG-19 weights for CPCE, if you have them.")] = None,
+    workdir: WorkdirOption = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Run everything on the embedded synthetic cohort: prepare, tune both models, report."""
+    from mrisr_ray.demo import DemoRequest, run_demo
+    from mrisr_ray.tracking import Tracking
+    from mrisr_ray.workdir import resolve_workdir
+
+    if subjects < 10:
+        raise UserInputError(f"--subjects must be at least 10 (test subjects and folds), got {subjects}")
+    wd = resolve_workdir(workdir)
+    result = run_demo(DemoRequest(workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
+                                  subjects=subjects, trials=trials, folds=folds, vgg_weights=vgg_weights),
+                      say=typer.echo, track=track)
+    typer.echo("")
+    typer.echo((Path(result.report.report)).read_text().split("## Configurations")[0].strip())
+    typer.echo("")
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    typer.echo(f"time: {timing}")
+    typer.echo(f"report: {result.report.report}")
+    typer.echo(f"MLflow UI: mrisr-ray ui --workdir {wd.root}  (then open http://127.0.0.1:5000)")
+
+
 @app.command(epilog="Example: mrisr-ray ui --port 5000")
 def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,

@@ -7,6 +7,7 @@ Local default store: `sqlite:///<workdir>/mlflow.db` with artifacts under `<work
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from mrisr_ray.workdir import Workdir
 
 DEFAULT_EXPERIMENT = "mrisr-ray"
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 MAX_PARAM_LENGTH = 6000
 
 

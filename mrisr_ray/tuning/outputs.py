@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from mrisr_ray.tracking import Tracking
@@ -17,6 +18,7 @@ def study_figures(study_name: str, storage: str, folder: Path) -> list[Path]:
     from optuna.visualization import matplotlib as optuna_plots
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = optuna.load_study(study_name=study_name, storage=storage)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     made = []

@@ -20,7 +20,7 @@ from mrisr_ray.errors import UserInputError
 from mrisr_ray.ray_runtime import check_cluster_request, check_local_request, ensure_ray
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.tuning.space import SearchSpace, load_space
-from mrisr_ray.tuning.trial import StudySpec, cv_trial
+from mrisr_ray.tuning.trial import StudySpec, cv_trial, runs_of
 from mrisr_ray.workdir import Workdir
 
 TRIAL_DRIVER_CPU = 0.1  # the trial function only drives its folds' TorchTrainers
@@ -50,6 +50,8 @@ class StudyRequest:
     seed: int = 0
     vgg_weights: str | None = None
     experiment: str = tracking.DEFAULT_EXPERIMENT
+    sampler: str = "tpe"  # tpe | random (the baseline of benchmarks/hpo_efficiency.py)
+    pruning: bool = True  # ASHA over folds; False runs every trial on all folds
 
 
 @dataclass
@@ -217,11 +219,9 @@ def unfinished_trials(experiment_path: Path, planned: int) -> int:
 
 
 def close_trial_runs(spec: StudySpec, trial_id: str, state: str, status: str) -> None:
-    from mrisr_ray.tuning.trial import runs_of
-
     t = spec.tracking
     for kind in ("trial", "fold"):
-        for run in runs_of(spec, kind, trial_id):
+        for run in runs_of(t, spec.experiment, spec.name, kind, trial_id):
             if run.info.status == "RUNNING":
                 tracking.set_tags(t, run.info.run_id, {"state": state} if kind == "trial" else {})
                 tracking.end_run(t, run.info.run_id, status)
@@ -280,12 +280,14 @@ def run_study(request: StudyRequest, track=None) -> StudyResult:
             tuner = tune.Tuner.restore(str(experiment_path), trainable, resume_unfinished=True,
                                        restart_errored=False)
         else:
+            samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
             search = CVOptunaSearch.create(
                 plan.folds, space=space.define_by_run, metric=metric, mode="max",
-                points_to_evaluate=[defaults], sampler=optuna.samplers.TPESampler(seed=request.seed),
+                points_to_evaluate=[defaults], sampler=samplers[request.sampler](seed=request.seed),
                 study_name=plan.name, storage=optuna.storages.RDBStorage(f"sqlite:///{optuna_db}"))
             scheduler = ASHAScheduler(time_attr="folds_done", metric=metric, mode="max",
-                                      max_t=plan.folds, grace_period=1, reduction_factor=2)
+                                      max_t=plan.folds, grace_period=1, reduction_factor=2) \
+                if request.pruning else None
             tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
                 search_alg=search, scheduler=scheduler, num_samples=plan.trials,
                 max_concurrent_trials=plan.concurrent), run_config=run_config)
@@ -314,6 +316,10 @@ def finish_study(request: StudyRequest, plan: Plan, run_id: str, outcomes: list[
 
     t = request.tracking
     best = select_best(outcomes, plan.folds, request.metric)
+    for outcome in outcomes:
+        if outcome.is_default:  # the report prints its CV score beside the best one
+            for run in runs_of(t, request.experiment, plan.name, "trial", outcome.trial_id):
+                tracking.set_tags(t, run.info.run_id, {"default_config": "true"})
     reports = request.workdir.reports
     reports.mkdir(parents=True, exist_ok=True)
     artifacts: list[Path] = []

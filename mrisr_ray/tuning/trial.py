@@ -59,16 +59,15 @@ def fold_scores(values: dict[int, tuple[float, float]]) -> dict[str, float]:
             "ssim_mean": float(ssim.mean()), "ssim_sd": sample_sd(ssim), "folds_done": len(values)}
 
 
-def runs_of(spec: StudySpec, kind: str, trial_id: str) -> list:
-    query = (f"tags.study = '{spec.name}' and tags.kind = '{kind}' and "
-             f"tags.trial_id = '{trial_id}'")
-    t = spec.tracking
-    return t.client().search_runs([t.experiment_id(spec.experiment)], query)
+def runs_of(t: Tracking, experiment: str, study: str, kind: str, trial_id: str) -> list:
+    """MLflow runs of one trial of a study: kind "trial" (one) or "fold" (one per fold)."""
+    query = f"tags.study = '{study}' and tags.kind = '{kind}' and tags.trial_id = '{trial_id}'"
+    return t.client().search_runs([t.experiment_id(experiment)], query)
 
 
 def trial_run(spec: StudySpec, trial_id: str, params: dict, config) -> str:
     """The trial's MLflow run (a child of the study run), created once."""
-    existing = runs_of(spec, "trial", trial_id)
+    existing = runs_of(spec.tracking, spec.experiment, spec.name, "trial", trial_id)
     if existing:
         return existing[0].info.run_id
     t = spec.tracking
@@ -101,7 +100,8 @@ def cv_trial(params: dict, spec: StudySpec) -> None:
     config = with_overrides(from_dict(spec.base_config), params)
     t = spec.tracking
     run_id = trial_run(spec, trial_id, params, config)
-    earlier = {r.data.tags["fold"]: r for r in runs_of(spec, "fold", trial_id)}
+    earlier = {r.data.tags["fold"]: r
+               for r in runs_of(t, spec.experiment, spec.name, "fold", trial_id)}
     scores: dict[int, tuple[float, float]] = {}
     reported = False
     try:

@@ -1,0 +1,99 @@
+"""`mrisr-ray demo`: the whole product on the embedded synthetic cohort, in minutes on a CPU —
+prepare, a small tune of GAN-CPCE and of GAN-CIRCLE across folds, then the report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mrisr_ray.config import load_config
+from mrisr_ray.data.cache import Cache, no_progress
+from mrisr_ray.data.synthetic import prepare_synthetic_cache
+from mrisr_ray.defaults import defaults_dir
+from mrisr_ray.errors import UserInputError
+from mrisr_ray.models.vgg import resolve_vgg_weights
+from mrisr_ray.report.run import ReportRequest, ReportResult, make_report
+from mrisr_ray.tracking import Tracking
+from mrisr_ray.tuning.study import StudyRequest, run_study
+from mrisr_ray.workdir import Workdir
+
+
+@dataclass
+class DemoRequest:
+    workdir: Workdir
+    tracking: Tracking
+    subjects: int = 20
+    slices: int = 16
+    test_fraction: float = 0.3  # 6 test subjects of 20
+    folds: int = 2
+    trials: int = 2
+    seed: int = 0
+    vgg_weights: str | None = None
+
+
+@dataclass
+class DemoResult:
+    report: ReportResult
+    seconds: dict[str, float]
+    perceptual: str
+
+
+def demo_cache(request: DemoRequest, track) -> Path:
+    """`<workdir>/data/demo`, rebuilt only when the demo's cohort parameters changed."""
+    out = request.workdir.data / "demo"
+    wanted = {"subjects": request.subjects, "seed": request.seed, "slices": request.slices}
+    if (out / "manifest.json").is_file():
+        cache = Cache.open(out)
+        origin = {k: cache.manifest.origin.get("synthetic", {}).get(k) for k in wanted}
+        if origin == wanted and len(cache.splits.folds) == request.folds:
+            return out
+    prepare_synthetic_cache(out, n_subjects=request.subjects, seed=request.seed, n_slices=request.slices,
+                            n_folds=request.folds, test_fraction=request.test_fraction, overwrite=True,
+                            track=track)
+    return out
+
+
+def perceptual_mode(request: DemoRequest) -> str:
+    """ImageNet VGG-19 when its weights are on this machine, else the recorded random_vgg opt-out."""
+    try:
+        resolve_vgg_weights(request.vgg_weights)
+        return "vgg"
+    except UserInputError:
+        return "random_vgg"
+
+
+def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
+             track: Callable[[Iterable, str], Iterable] = no_progress) -> DemoResult:
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    say(f"[1/4] synthetic cohort: {request.subjects} subjects ({request.test_fraction:.0%} test), "
+        f"{request.folds} folds")
+    cache = demo_cache(request, track)
+    seconds["prepare"] = time.perf_counter() - start
+    perceptual = perceptual_mode(request)
+    if perceptual != "vgg":
+        say("      no VGG-19 ImageNet weights found: GAN-CPCE uses loss.perceptual=random_vgg "
+            "(recorded in MLflow and the report); see `mrisr-ray train --help` for --vgg-weights")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    studies = {}
+    for step, model in ((2, "cpce"), (3, "circle")):
+        say(f"[{step}/4] tune {model}: {request.trials} trials × {request.folds} folds")
+        began = time.perf_counter()
+        overrides = [f"loss.perceptual={perceptual}"] if model == "cpce" else []
+        config = load_config(model, defaults_dir("configs") / f"demo_{model}.yaml", overrides)
+        result = run_study(StudyRequest(
+            config=config, space_path=defaults_dir("search_spaces") / f"demo_{model}.yaml", cache=cache,
+            workdir=request.workdir, tracking=request.tracking, trials=request.trials,
+            folds=request.folds, name=f"demo-{model}-{stamp}", seed=request.seed,
+            vgg_weights=request.vgg_weights))
+        studies[model] = result.name
+        seconds[f"tune_{model}"] = time.perf_counter() - began
+    say("[4/4] report on the test subjects")
+    began = time.perf_counter()
+    report = make_report(ReportRequest(cache=cache, workdir=request.workdir, tracking=request.tracking,
+                                       cpce=studies["cpce"], circle=studies["circle"]), track=track)
+    seconds["report"] = time.perf_counter() - began
+    seconds["total"] = time.perf_counter() - start
+    return DemoResult(report=report, seconds=seconds, perceptual=perceptual)

@@ -1,0 +1,1 @@
+"""`mrisr-ray report`: the paper's SSIM/PSNR comparison on the test subjects, with figures."""

@@ -1,0 +1,99 @@
+"""report.md: table, configurations, figures, protocol, deviations and data provenance."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mrisr_ray.deviations import deviations
+from mrisr_ray.metrics import sample_sd
+from mrisr_ray.report.evaluate import LABELS, Evaluation, paired_test, table_rows
+from mrisr_ray.report.sources import ModelSource
+
+# Seed paper, Table 1 (IXI T2, Guy's, 955 test slices; normalisation and metric protocol unstated).
+PAPER_TABLE = [("GAN-CPCE (paper, quoted)", 33.2031, 0.9563), ("GAN-CIRCLE (paper, quoted)", 32.2995, 0.9465)]
+
+PROTOCOL = (
+    "Test subjects only (subject-level split; no slice of a test subject was used for training, "
+    "validation or for choosing the TV weight). Volumes min-max normalised to [0, 1]; LR made by "
+    "keeping the central 25% of 2-D k-space; outputs clipped to [0, 1]. Per subject: PSNR from the "
+    "MSE over all kept slices (data range 1.0); SSIM = mean over slices of 2-D SSIM (Gaussian window "
+    "σ = 1.5, population covariance, data range 1.0), on whole slices. Table: mean ± SD over "
+    "subjects; 'pooled' = mean over all slices (what the paper most likely reported). Details: "
+    "docs/metrics.md."
+)
+
+
+def fmt(mean: float, sd: float, digits: int) -> str:
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def results_table(evaluation: Evaluation) -> list[str]:
+    lines = ["| method | PSNR (dB) | SSIM | pooled PSNR | pooled SSIM | ΔPSNR vs LR | ΔSSIM vs LR |",
+             "|---|---|---|---|---|---|---|"]
+    for r in table_rows(evaluation):
+        lines.append(f"| {r['method']} | {fmt(r['psnr_mean'], r['psnr_sd'], 2)} | "
+                     f"{fmt(r['ssim_mean'], r['ssim_sd'], 4)} | {r['pooled_psnr']:.2f} | "
+                     f"{r['pooled_ssim']:.4f} | {r['psnr_gain']:+.2f} | {r['ssim_gain']:+.4f} |")
+    for name, psnr, ssim in PAPER_TABLE:
+        lines.append(f"| {name} — other protocol | {psnr:.2f} | {ssim:.4f} | | | | |")
+    return lines
+
+
+def dc_verdict(evaluation: Evaluation, label: str) -> str:
+    rows = {r["method"]: r for r in table_rows(evaluation)}
+    if label not in rows:
+        return ""
+    plain, dc = rows[label], rows[f"{label} +DC"]
+    delta = dc["psnr_mean"] - plain["psnr_mean"]
+    verdict = "helps" if delta > 0 else "does not help"
+    return (f"- {label}: +DC {verdict} (PSNR {delta:+.2f} dB, SSIM "
+            f"{dc['ssim_mean'] - plain['ssim_mean']:+.4f}, mean over subjects).")
+
+
+def configuration_section(source: ModelSource) -> list[str]:
+    label = LABELS[source.model]
+    lines = [f"### {label}", "", f"- Models: {source.how}."]
+    if source.fold_psnr:
+        psnr, ssim = np.array(source.fold_psnr), np.array(source.fold_ssim)
+        lines.append(f"- Cross-validation of the best trial ({len(psnr)} folds): PSNR "
+                     f"{fmt(psnr.mean(), sample_sd(psnr), 2)} dB, SSIM "
+                     f"{fmt(ssim.mean(), sample_sd(ssim), 4)}.")
+    if source.default_cv:
+        p, ps, s, ss = source.default_cv
+        lines.append(f"- Paper-default trial of the same study: PSNR {fmt(p, ps, 2)} dB, "
+                     f"SSIM {fmt(s, ss, 4)}.")
+    if source.perceptual and source.perceptual != "vgg":
+        lines.append(f"- **Perceptual loss opt-out: `{source.perceptual}`** (no ImageNet VGG-19 weights).")
+    c = source.config
+    loss = (f"λp {c.loss.lambda_p:g}" if source.model == "cpce" else
+            f"λ1 {c.loss.lambda_cycle:.3g}, λ2 {c.loss.lambda_identity:.3g}, λ3 {c.loss.lambda_jst:.3g}, "
+            f"τ {c.loss.tau:.3g}, dropout {c.circle.dropout:.3g}")
+    lines.append(f"- Configuration: {loss}; lr {c.train.lr:.3g} (decay after {c.train.decay_start:.2f} of "
+                 f"{c.train.epochs} epochs to {c.train.lr_final:.3g}), n_critic {c.train.n_critic}, "
+                 f"batch {c.train.batch_size}, patches {c.data.patch_size}×{c.data.patch_size}.")
+    return [*lines, ""]
+
+
+def render(evaluation: Evaluation, sources: list[ModelSource], data: dict, figures: list[str]) -> str:
+    lines = ["# mrisr-ray report", ""]
+    if data["synthetic"]:
+        lines += ["> **Synthetic cohort: these numbers are not IXI numbers.**", ""]
+    lines += [f"Data: `{data['cache']}` ({data['origin']}), protocol `{data['protocol_hash']}`, "
+              f"{data['n_test']} test subjects, {data['n_slices']} slices. TV weight λ = "
+              f"{evaluation.tv_weight:g}, chosen on validation subjects.", "",
+              "## Results on the test subjects", "", *results_table(evaluation), ""]
+    lines += ["Paired Wilcoxon signed-rank test over subjects, GAN-CPCE vs GAN-CIRCLE: PSNR "
+              f"{paired_test(evaluation, 'GAN-CPCE', 'GAN-CIRCLE', 'psnr')}, SSIM "
+              f"{paired_test(evaluation, 'GAN-CPCE', 'GAN-CIRCLE', 'ssim')}.", ""]
+    lines += ["k-space data consistency (+DC, no training):", *[dc_verdict(evaluation, LABELS[s.model])
+                                                              for s in sources], ""]
+    lines += ["## Configurations", "", *[line for s in sources for line in configuration_section(s)]]
+    lines += ["## Figures", "", *[f"![{name}]({name})" for name in figures], ""]
+    lines += ["## Protocol", "", PROTOCOL, "",
+              "The paper's Table 1 is quoted as published; its normalisation and metric protocol are "
+              "not stated, so its numbers are not comparable with the rows above.", ""]
+    lines += ["## Deviations from the paper", ""]
+    for source in sources:
+        lines += [f"- {LABELS[source.model]}: {deviations(source.model, source.perceptual)}"]
+    lines += ["", "## Data provenance", "", data["provenance"], ""]
+    return "\n".join(lines)
