@@ -7,6 +7,7 @@ Local default store: `sqlite:///<workdir>/mlflow.db` with artifacts under `<work
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import tempfile
@@ -21,6 +22,7 @@ from mrisr_ray.workdir import Workdir
 
 DEFAULT_EXPERIMENT = "mrisr-ray"
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter on every new store
 MAX_PARAM_LENGTH = 6000
 
 
@@ -35,10 +37,16 @@ class Tracking:
     def for_workdir(cls, workdir: Workdir, uri: str | None = None) -> Tracking:
         if uri:
             return cls(uri=uri)
-        workdir.root.mkdir(parents=True, exist_ok=True)
         return cls(uri=workdir.mlflow_uri, artifact_root=workdir.mlflow_artifacts)
 
+    def exists(self) -> bool:
+        """False for a local store that was never written (no runs can be found there)."""
+        prefix = "sqlite:///"
+        return not self.uri.startswith(prefix) or Path(self.uri[len(prefix):]).is_file()
+
     def client(self) -> MlflowClient:
+        if self.artifact_root is not None:  # a local store lives in the work directory
+            self.artifact_root.parent.mkdir(parents=True, exist_ok=True)
         return MlflowClient(tracking_uri=self.uri)
 
     def experiment_id(self, name: str) -> str:

@@ -47,6 +47,10 @@ def load_generator(config: Config, state_path: Path) -> nn.Module:
 
 def find_study(tracking: Tracking, experiment: str, model: str, name: str | None):
     """The named study, or the most recent finished study of `model`."""
+    how = (f"run `mrisr-ray tune --model {model} --data CACHE` first (or pass --{model} CONFIG "
+           "--retrain)")
+    if not tracking.exists():
+        raise UserInputError(f"no finished {model} study: {tracking.uri} holds no runs; {how}")
     client = tracking.client()
     experiment_id = tracking.experiment_id(experiment)
     query = f"tags.kind = 'study' and tags.model = '{model}' and attributes.status = 'FINISHED'"
@@ -56,8 +60,7 @@ def find_study(tracking: Tracking, experiment: str, model: str, name: str | None
                               max_results=1)
     if not runs:
         which = f"named {name!r}" if name else "finished"
-        raise UserInputError(f"no {which} {model} study in {tracking.uri}; run `mrisr-ray tune "
-                             f"--model {model} --data CACHE` first (or pass --{model} CONFIG --retrain)")
+        raise UserInputError(f"no {which} {model} study in {tracking.uri}; {how}")
     return runs[0]
 
 

@@ -1,0 +1,127 @@
+"""`mrisr-ray demo` end to end (prepare, tune both models across folds, report), then the report
+checked against an independent computation, rerun for reproducibility, and its bad inputs."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from helpers import run_cli
+from skimage.metrics import structural_similarity
+from test_cli_prepare import assert_one_line_error
+
+from mrisr_ray.data.cache import Cache
+from mrisr_ray.errors import UserInputError
+from mrisr_ray.metrics import SubjectScore
+from mrisr_ray.report.evaluate import Evaluation, paired_test
+from mrisr_ray.report.run import ReportRequest, make_report
+from mrisr_ray.tracking import Tracking
+from mrisr_ray.workdir import Workdir
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    result = run_cli("demo", "--workdir", workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, result.stdout
+
+
+def read_metrics(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def numpy_lr(hr: np.ndarray) -> np.ndarray:
+    spectrum = np.fft.fftshift(np.fft.fft2(hr), axes=(-2, -1))
+    h, w = hr.shape[-2:]
+    mask = np.zeros((h, w))
+    mask[h // 4 : h // 4 + h // 2, w // 4 : w // 4 + w // 2] = 1
+    return np.abs(np.fft.ifft2(np.fft.ifftshift(spectrum * mask, axes=(-2, -1))))
+
+
+def test_demo_prints_the_table_timing_and_where_things_are(demo):
+    workdir, stdout = demo
+    assert "these numbers are not IXI numbers" in stdout
+    for row in ("LR input (zero-filled)", "TV reconstruction", "GAN-CPCE +DC", "GAN-CIRCLE",
+                "(paper, quoted)"):
+        assert row in stdout
+    assert "time: prepare" in stdout and "total" in stdout
+    assert f"report: {workdir / 'reports' / 'report.md'}" in stdout
+    assert "mrisr-ray ui" in stdout
+    for name in ("report.md", "metrics.csv", "comparison.png", "subjects_boxplot.png", "cv_per_fold.png",
+                 "best_cpce.yaml", "best_circle.yaml"):
+        assert (workdir / "reports" / name).is_file(), name
+    report = (workdir / "reports" / "report.md").read_text()
+    assert "Paired Wilcoxon signed-rank test" in report and "(n = 6)" in report
+    assert "random_vgg" in report or "vgg" in report
+    assert "Deviations from the paper" in report and "Paper-default trial" in report
+
+
+def test_lr_row_equals_an_independent_numpy_computation(demo):
+    workdir, _ = demo
+    cache = Cache.open(workdir / "data" / "demo")
+    rows = [r for r in read_metrics(workdir / "reports" / "metrics.csv")
+            if r["method"] == "LR input (zero-filled)"]
+    assert sorted(r["subject"] for r in rows) == sorted(cache.splits.test) and len(rows) == 6
+    for row in rows:
+        hr = np.asarray(cache.slices(row["subject"]), dtype=np.float64)
+        lr = np.clip(numpy_lr(hr), 0, 1)
+        psnr = 10 * np.log10(1 / ((lr - hr) ** 2).mean())
+        ssim = np.mean([structural_similarity(h, s, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                              use_sample_covariance=False)
+                        for h, s in zip(hr, lr, strict=True)])
+        assert float(row["psnr"]) == pytest.approx(psnr, abs=1e-4)
+        assert float(row["ssim"]) == pytest.approx(ssim, abs=1e-5)
+
+
+def test_report_from_fold_models_is_reproducible(demo, tmp_path):
+    workdir, _ = demo
+    wd = Workdir(workdir)
+    again = make_report(ReportRequest(cache=workdir / "data" / "demo", workdir=wd,
+                                      tracking=Tracking.for_workdir(wd), out=tmp_path / "again"))
+    assert read_metrics(again.metrics_csv) == read_metrics(workdir / "reports" / "metrics.csv")
+    runs = Tracking.for_workdir(wd).client().search_runs(
+        [Tracking.for_workdir(wd).experiment_id("mrisr-ray")], "tags.kind = 'report'")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_report_bad_inputs(demo, tmp_path):
+    workdir, _ = demo
+    cache = workdir / "data" / "demo"
+    # No finished study for a model: say which and how to make one.
+    empty = tmp_path / "empty-workdir"
+    assert_one_line_error(run_cli("report", "--data", cache, "--workdir", empty),
+                          "no finished cpce study", "mrisr-ray tune --model cpce")
+    assert_one_line_error(run_cli("report", "--data", cache, "--workdir", workdir, "--circle", "nope"),
+                          "no named 'nope' circle study")
+    # A cache whose protocol differs from the runs'.
+    other = tmp_path / "other-protocol"
+    shutil.copytree(cache, other, ignore=shutil.ignore_patterns("nifti"))
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["protocol"]["foreground_fraction"] = 0.2
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    assert_one_line_error(run_cli("report", "--data", other, "--workdir", workdir),
+                          "data protocol", "differs from study")
+    # Missing test subjects.
+    (other / "manifest.json").write_text((cache / "manifest.json").read_text())
+    test_subject = Cache.open(other).splits.test[0]
+    (other / "subjects" / f"{test_subject}.npy").unlink()
+    with pytest.raises(UserInputError, match=f"test subject\\(s\\) {test_subject} missing"):
+        make_report(ReportRequest(cache=other, workdir=Workdir(workdir),
+                                  tracking=Tracking.for_workdir(Workdir(workdir))))
+
+
+def test_paired_test_needs_six_subjects():
+    def scores(values):
+        return [SubjectScore(f"s{i}", v, v / 40, (), ()) for i, v in enumerate(values)]
+
+    small = Evaluation(scores={"GAN-CPCE": scores([30, 31, 32]), "GAN-CIRCLE": scores([29, 30, 30])},
+                       tv_weight=0.0)
+    assert paired_test(small, "GAN-CPCE", "GAN-CIRCLE", "psnr") == "n too small (n = 3)"
+    six = Evaluation(scores={"GAN-CPCE": scores([30, 31, 32, 33, 34, 35]),
+                             "GAN-CIRCLE": scores([29, 30, 30, 31, 32, 33])}, tv_weight=0.0)
+    assert paired_test(six, "GAN-CPCE", "GAN-CIRCLE", "psnr").startswith("p = 0.03")
