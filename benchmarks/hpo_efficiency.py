@@ -82,12 +82,18 @@ def main() -> None:
                          "tpe_asha_fold_trainings_to_reach_random_best": reached,
                          "share_of_random_budget": round(reached / rand_fits, 3) if reached else None})
             print(rows[-1], flush=True)
+            path = summarize(rows, args)  # written after every seed: a long run keeps what it has
+    print(f"-> {path}")
+
+
+def summarize(rows: list[dict], args) -> Path:
     shares = [r["share_of_random_budget"] for r in rows]
-    mean = sum(s for s in shares if s is not None) / len(shares) if None not in shares else None
-    path = write_result("hpo_efficiency", {"trials": args.trials, "folds": args.folds, "config": SMALL,
-                                           "rows": rows, "mean_share": mean, "target_share": 0.4})
+    mean = sum(shares) / len(shares) if None not in shares else None
     print(f"TPE+ASHA reached the random search's best after {mean} of its fold trainings "
-          f"(target <= 0.4) -> {path}")
+          f"(target <= 0.4), {len(rows)} seed(s)", flush=True)
+    return write_result("hpo_efficiency", {"trials": args.trials, "folds": args.folds, "config": SMALL,
+                                           "seeds_done": len(rows), "rows": rows, "mean_share": mean,
+                                           "target_share": 0.4})
 
 
 if __name__ == "__main__":

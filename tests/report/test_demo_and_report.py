@@ -125,3 +125,18 @@ def test_paired_test_needs_six_subjects():
     six = Evaluation(scores={"GAN-CPCE": scores([30, 31, 32, 33, 34, 35]),
                              "GAN-CIRCLE": scores([29, 30, 30, 31, 32, 33])}, tv_weight=0.0)
     assert paired_test(six, "GAN-CPCE", "GAN-CIRCLE", "psnr").startswith("p = 0.03")
+
+
+def test_retrain_trains_the_best_configs_on_all_non_test_subjects(demo, tmp_path):
+    workdir, _ = demo
+    wd = Workdir(workdir)
+    result = make_report(ReportRequest(
+        cache=workdir / "data" / "demo", workdir=wd, tracking=Tracking.for_workdir(wd),
+        cpce=str(workdir / "reports" / "best_cpce.yaml"), circle=None, retrain=True,
+        out=tmp_path / "retrained", device="cpu"))
+    report = result.report.read_text()
+    assert "retrained on all non-test subjects" in report
+    assert "config " + str(workdir / "reports" / "best_cpce.yaml") in report
+    t = Tracking.for_workdir(wd)
+    runs = t.client().search_runs([t.experiment_id("mrisr-ray")], "tags.kind = 'retrain'")
+    assert {r.data.tags["fold"] for r in runs} == {"all-train"} and len(runs) == 2

@@ -1,0 +1,73 @@
+"""Help texts, `tune` argument errors and dry-run, and the MLflow UI server."""
+
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from helpers import TINY_RUN, run_cli
+from test_cli_prepare import assert_one_line_error
+
+COMMANDS = ["prepare", "train", "tune", "report", "demo", "ui"]
+
+
+def test_every_command_has_a_purpose_and_an_example():
+    top = run_cli("--help")
+    for command in COMMANDS:
+        assert command in top.stdout
+        result = run_cli(command, "--help")
+        assert result.returncode == 0
+        assert f"Example: mrisr-ray {command}" in result.stdout, command
+
+
+def tune_args(cache, workdir, *extra):
+    sets = [arg for item in TINY_RUN for arg in ("--set", item)]
+    return ["tune", "--model", "circle", "--data", cache, "--workdir", workdir, "--folds", "2", *sets,
+            *extra]
+
+
+def test_tune_dry_run_prints_the_plan(tiny_synthetic_cache, tmp_path):
+    result = run_cli(*tune_args(tiny_synthetic_cache, tmp_path, "--trials", "7", "--folds", "3",
+                                "--dry-run", "--name", "plan"))
+    assert result.returncode == 0, result.stderr
+    assert "trials       7" in result.stdout and "at most 21 fold trainings of 2 epochs" in result.stdout
+    assert "loss.lambda_jst ∈ [0.0001, 1] log" in result.stdout
+    assert not (tmp_path / "ray").exists()
+
+
+@pytest.mark.parametrize("extra,fragments", [
+    (["--folds", "4"], ["--folds 4", "has 3 folds"]),
+    (["--resume"], ["--resume needs --name STUDY"]),
+    (["--resume", "--name", "ghost"], ["--resume: no study named 'ghost'"]),
+    (["--workers-per-trial", "64"], ["--workers 64 needs 64 CPUs"]),
+    (["--workers-per-trial", "2", "--gpus-per-worker", "0.5"], ["fractional --gpus-per-worker"]),
+    (["--metric", "mae"], ["--metric must be psnr or ssim"]),
+])
+def test_tune_bad_input_stops_before_launch(tiny_synthetic_cache, tmp_path, extra, fragments):
+    assert_one_line_error(run_cli(*tune_args(tiny_synthetic_cache, tmp_path, *extra)), *fragments)
+    assert not (tmp_path / "ray").exists()
+
+
+def test_tune_rejects_a_bad_space_file(tiny_synthetic_cache, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("parameters:\n  loss.lambda_zz: {type: float, low: 0.1, high: 1}\n")
+    assert_one_line_error(run_cli(*tune_args(tiny_synthetic_cache, tmp_path, "--space", space)),
+                          "unknown config key 'loss.lambda_zz'")
+
+
+def test_ui_serves_the_workdir_store_on_loopback(tmp_path):
+    port = 5000 + (hash(str(tmp_path)) % 1000)
+    ui = subprocess.Popen([sys.executable, "-m", "mrisr_ray", "ui", "--port", str(port), "--workdir",
+                           str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline, status = time.time() + 60, None
+        while time.time() < deadline and status is None:
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
