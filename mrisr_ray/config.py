@@ -240,5 +240,9 @@ def from_dict(raw: dict) -> Config:
     return validate(config)
 
 
+def config_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    Path(path).write_text(config_yaml(config))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from mrisr_ray.workdir import Workdir
@@ -116,10 +116,6 @@ def end_run(tracking: Tracking, run_id: str, status: str = "FINISHED") -> None:
 
 def run_tags(tracking: Tracking, run_id: str) -> dict[str, str]:
     return tracking.client().get_run(run_id).data.tags
-
-
-def run_status(tracking: Tracking, run_id: str) -> str:
-    return RunStatus.to_string(RunStatus.from_string(tracking.client().get_run(run_id).info.status))
 
 
 def mark_running(tracking: Tracking, run_id: str) -> None:

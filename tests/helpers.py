@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,3 +45,13 @@ def blob_volume(seed: int, shape=(32, 32, 6)) -> np.ndarray:
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mrisr_ray", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
+
+
+def other_protocol_cache(cache: Path, folder: Path, version: int) -> Path:
+    """A copy of `cache`'s manifest and splits whose protocol version is `version`."""
+    folder.mkdir()
+    (folder / "splits.json").write_text((cache / "splits.json").read_text())
+    manifest = json.loads((cache / "manifest.json").read_text())
+    manifest["protocol"]["version"] = version
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder

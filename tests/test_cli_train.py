@@ -1,22 +1,11 @@
 """`mrisr-ray train` bad input: one line, exit code 2, before Ray starts (never a hang)."""
 
-import json
 import os
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import other_protocol_cache, run_cli
 from test_cli_prepare import assert_one_line_error
-
-
-def other_protocol_cache(tiny_synthetic_cache, tmp_path):
-    copy = tmp_path / "old-cache"
-    copy.mkdir()
-    (copy / "splits.json").write_text((tiny_synthetic_cache / "splits.json").read_text())
-    manifest = json.loads((tiny_synthetic_cache / "manifest.json").read_text())
-    manifest["protocol"]["version"] = 99
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    return copy
 
 
 @pytest.mark.parametrize("args,fragments", [
@@ -45,7 +34,7 @@ def test_missing_and_foreign_caches(tiny_synthetic_cache, tmp_path):
     assert_one_line_error(run_cli("train", "--model", "cpce", "--data", tmp_path / "nothing",
                                   "--workdir", tmp_path), "not a prepared mrisr-ray cache")
     assert_one_line_error(run_cli("train", "--model", "cpce", "--data",
-                                  other_protocol_cache(tiny_synthetic_cache, tmp_path),
+                                  other_protocol_cache(tiny_synthetic_cache, tmp_path / "old", 99),
                                   "--workdir", tmp_path), "cache protocol version 99")
 
 

@@ -260,9 +260,13 @@ class Cache:
             raise UserInputError(f"{self.path}: subject {subject} is not in this cache")
         return self._entries[subject]
 
-    def slices(self, subject: str) -> np.ndarray:
-        """(kept slices, H, W) float32 memmap of one subject's HR slices."""
-        return np.load(self.path / self.entry(subject).array, mmap_mode="r")
+    def slices(self, subject: str, limit: int | None = None) -> np.ndarray:
+        """(kept slices, H, W) float32 memmap of one subject's HR slices; with `limit`, a copy of
+        at most `limit` of them, evenly spaced (the same ones on every call)."""
+        slices = np.load(self.path / self.entry(subject).array, mmap_mode="r")
+        if limit is None or limit >= len(slices):
+            return slices
+        return np.asarray(slices[np.linspace(0, len(slices) - 1, limit).round().astype(int)])
 
     def summary(self) -> CacheSummary:
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())

@@ -33,16 +33,9 @@ def ensemble(generators: list[torch.nn.Module], lr: torch.Tensor) -> torch.Tenso
     return torch.stack([super_resolve(g, lr) for g in generators]).mean(dim=0)
 
 
-def evenly_spaced(slices: np.ndarray, count: int) -> np.ndarray:
-    if len(slices) <= count:
-        return np.asarray(slices)
-    return np.asarray(slices[np.linspace(0, len(slices) - 1, count).round().astype(int)])
-
-
 def choose_tv_weight(cache: Cache, subjects: list[str]) -> float:
     """The λ of the TV baseline with the best mean PSNR on validation subjects (never test)."""
-    hr = torch.from_numpy(np.concatenate([evenly_spaced(cache.slices(s), TV_VALIDATION_SLICES)
-                                          for s in subjects]))
+    hr = torch.from_numpy(np.concatenate([cache.slices(s, TV_VALIDATION_SLICES) for s in subjects]))
     lr = degrade(hr, cache.keep)
     mse = [float(((tv_reconstruct(lr, cache.keep, w) - hr) ** 2).mean()) for w in TV_WEIGHTS]
     return TV_WEIGHTS[int(np.argmin(mse))]

@@ -40,21 +40,13 @@ class LoopContext:
 EpochSink = Callable[[EpochResult], None]
 
 
-def validation_slices(cache: Cache, subject: str, limit: int | None) -> np.ndarray:
-    """A subject's kept slices, or `limit` of them evenly spaced (fixed across epochs)."""
-    slices = cache.slices(subject)
-    if limit is None or limit >= len(slices):
-        return np.asarray(slices)
-    return np.asarray(slices[np.linspace(0, len(slices) - 1, limit).round().astype(int)])
-
-
 def validate(steps: GanSteps, cache: Cache, subjects: list[str], config: Config,
              ctx: LoopContext) -> list[SubjectScore]:
     """Scores of every validation subject; subjects are sharded across ranks and gathered."""
     amp = config.train.amp and ctx.device.type == "cuda"
     mine = []
     for subject in subjects[ctx.rank :: ctx.world_size]:
-        hr = validation_slices(cache, subject, config.train.val_max_slices)
+        hr = np.asarray(cache.slices(subject, config.train.val_max_slices))
         _, sr = degrade_and_super_resolve(steps.sr_generator, hr, cache.keep, amp=amp)
         mine.append(score_subject(subject, sr, hr))
     if ctx.world_size == 1:

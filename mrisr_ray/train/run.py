@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mrisr_ray import tracking
-from mrisr_ray.config import Config, flatten, from_dict, save_config, to_dict
+from mrisr_ray.config import Config, config_yaml, flatten, from_dict, to_dict
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.deviations import deviations
 from mrisr_ray.errors import RunFailed, UserInputError
@@ -120,9 +120,7 @@ def start_or_resume_run(request: TrainRequest, cache: Cache) -> tuple[str, Confi
     }
     run_id = tracking.start_run(t, request.experiment, name, tags, request.parent_run_id)
     tracking.log_params(t, run_id, flatten(config))
-    with tempfile.TemporaryDirectory() as tmp:
-        save_config(config, Path(tmp) / "config.yaml")
-        tracking.log_file(t, run_id, Path(tmp) / "config.yaml")
+    tracking.log_bytes(t, run_id, config_yaml(config).encode(), "config.yaml")
     tracking.log_file(t, run_id, cache.path / "splits.json")
     return run_id, config, name
 

@@ -266,7 +266,7 @@ def run_study(request: StudyRequest, track=None) -> StudyResult:
     spec = StudySpec(name=plan.name, model=plan.model, base_config=to_dict(request.config),
                      cache=str(cache.path), folds=plan.folds, workdir=str(request.workdir.root),
                      tracking_uri=t.uri, artifact_root=str(t.artifact_root) if t.artifact_root else None,
-                     experiment=request.experiment, study_run_id=run_id, metric=request.metric,
+                     experiment=request.experiment, study_run_id=run_id,
                      workers_per_trial=plan.workers_per_trial, cpus_per_worker=plan.cpus_per_worker,
                      gpus_per_worker=plan.gpus_per_worker, vgg_weights=request.vgg_weights)
     defaults = space.defaults(request.config)

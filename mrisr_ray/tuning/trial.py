@@ -10,14 +10,13 @@ name `<trial id>-fold<k>`), so no finished fold is trained twice.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mrisr_ray import tracking
-from mrisr_ray.config import flatten, from_dict, save_config, with_overrides
+from mrisr_ray.config import config_yaml, flatten, from_dict, with_overrides
 from mrisr_ray.errors import RunFailed
 from mrisr_ray.metrics import sample_sd
 from mrisr_ray.tracking import Tracking
@@ -39,7 +38,6 @@ class StudySpec:
     artifact_root: str | None
     experiment: str
     study_run_id: str
-    metric: str  # "psnr" or "ssim"
     workers_per_trial: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
@@ -76,9 +74,7 @@ def trial_run(spec: StudySpec, trial_id: str, params: dict, config) -> str:
                                  "model": spec.model, "state": "running"},
                                 parent_run_id=spec.study_run_id)
     tracking.log_params(t, run_id, {**flatten(config), **{f"search.{k}": v for k, v in params.items()}})
-    with tempfile.TemporaryDirectory() as tmp:
-        save_config(config, Path(tmp) / "config.yaml")
-        tracking.log_file(t, run_id, Path(tmp) / "config.yaml")
+    tracking.log_bytes(t, run_id, config_yaml(config).encode(), "config.yaml")
     return run_id
 
 

@@ -3,7 +3,7 @@ import re
 
 import numpy as np
 import pytest
-from helpers import blob_volume, write_nifti
+from helpers import blob_volume, other_protocol_cache, write_nifti
 
 from mrisr_ray.data import Cache, discover_scans, load_volume, prepare_cache
 from mrisr_ray.data import cache as cache_module
@@ -91,11 +91,5 @@ def test_too_few_subjects_fails_before_reading(ixi_dir, tmp_path):
 def test_open_rejects_missing_and_other_protocol(tmp_path, tiny_synthetic_cache):
     with pytest.raises(UserInputError, match="not a prepared mrisr-ray cache"):
         Cache.open(tmp_path)
-    copy = tmp_path / "old"
-    copy.mkdir()
-    (copy / "splits.json").write_text((tiny_synthetic_cache / "splits.json").read_text())
-    manifest = json.loads((tiny_synthetic_cache / "manifest.json").read_text())
-    manifest["protocol"]["version"] = 0
-    (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserInputError, match="protocol version 0"):
-        Cache.open(copy)
+        Cache.open(other_protocol_cache(tiny_synthetic_cache, tmp_path / "old", version=0))
