@@ -271,7 +271,7 @@ def ui(
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Start the MLflow UI on 127.0.0.1 on this work directory's store."""
-    import subprocess
+    import os
 
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import resolve_workdir
@@ -282,7 +282,9 @@ def ui(
                "--host", "127.0.0.1", "--port", str(port)]
     if tracking.artifact_root:
         command += ["--default-artifact-root", tracking.artifact_root.as_uri()]
-    raise typer.Exit(subprocess.call(command))
+    sys.stdout.flush()
+    # Become the MLflow server, so that Ctrl-C and kill reach it and its workers directly.
+    os.execv(sys.executable, command)
 
 
 def main() -> None:

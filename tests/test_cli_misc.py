@@ -1,5 +1,7 @@
 """Help texts, `tune` argument errors and dry-run, and the MLflow UI server."""
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -59,7 +61,8 @@ def test_tune_rejects_a_bad_space_file(tiny_synthetic_cache, tmp_path):
 def test_ui_serves_the_workdir_store_on_loopback(tmp_path):
     port = 5000 + (hash(str(tmp_path)) % 1000)
     ui = subprocess.Popen([sys.executable, "-m", "mrisr_ray", "ui", "--port", str(port), "--workdir",
-                           str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                           str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
     try:
         deadline, status = time.time() + 60, None
         while time.time() < deadline and status is None:
@@ -69,5 +72,5 @@ def test_ui_serves_the_workdir_store_on_loopback(tmp_path):
                 time.sleep(0.5)
         assert status == 200
     finally:
-        ui.terminate()
+        os.killpg(ui.pid, signal.SIGTERM)  # the server and its worker processes
         ui.wait(timeout=30)
