@@ -16,6 +16,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from mrisr_ray import tracking
 from mrisr_ray.config import Config, config_yaml, flatten, from_dict, to_dict
 from mrisr_ray.data.cache import Cache
@@ -95,8 +97,6 @@ def start_or_resume_run(request: TrainRequest, cache: Cache) -> tuple[str, Confi
                                  f"from the run's {tags.get('protocol_hash')}")
         with tempfile.TemporaryDirectory() as tmp:
             path = t.client().download_artifacts(request.resume_run_id, "config.yaml", tmp)
-            import yaml
-
             config = from_dict(yaml.safe_load(Path(path).read_text()))
         tracking.mark_running(t, request.resume_run_id)
         return request.resume_run_id, config, tags["ray_run_name"]

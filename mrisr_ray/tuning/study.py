@@ -237,7 +237,7 @@ def outcomes_of(grid, space: SearchSpace, defaults: dict, folds: int) -> list[Tr
         done = int(metrics.get("folds_done", 0))
         state = "failed" if result.error else ("complete" if done == folds else "pruned")
         outcomes.append(TrialOutcome(
-            trial_id=metrics.get("trial_id") or result.path.rsplit("_", 1)[-1], params=params,
+            trial_id=metrics.get("trial_id", ""), params=params,
             state=state, folds_done=done, psnr_mean=metrics.get("psnr_mean", float("nan")),
             psnr_sd=metrics.get("psnr_sd", float("nan")), ssim_mean=metrics.get("ssim_mean", float("nan")),
             ssim_sd=metrics.get("ssim_sd", float("nan")), is_default=params == defaults))
@@ -302,7 +302,8 @@ def run_study(request: StudyRequest, track=None) -> StudyResult:
                                f"continue it with: mrisr-ray tune --resume --name {plan.name}")
     outcomes = outcomes_of(grid, space, defaults, plan.folds)
     for outcome in outcomes:
-        if outcome.state != "complete":
+        # A trial that failed before its first report has no id here; the callback closed it.
+        if outcome.state != "complete" and outcome.trial_id:
             close_trial_runs(spec, outcome.trial_id, outcome.state,
                              "FAILED" if outcome.state == "failed" else "KILLED")
     result = finish_study(request, plan, run_id, outcomes, optuna_db, started)
