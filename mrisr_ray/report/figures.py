@@ -18,8 +18,8 @@ def pyplot():
 
 def comparison_panels(examples: dict[str, np.ndarray], methods: list[str], path: Path,
                       roi: tuple[int, int, int] | None = None) -> Path:
-    """Rows: example slices; columns: HR then each method, with a zoomed ROI inset; a second row
-    per slice shows |method − HR|."""
+    """Rows: example slices; columns: HR then each method (the first is the LR input), with a
+    zoomed ROI inset; a second row per slice shows |method − HR|."""
     plt = pyplot()
     hr = examples["HR"]
     n, columns = len(hr), ["HR", *methods]
@@ -27,7 +27,9 @@ def comparison_panels(examples: dict[str, np.ndarray], methods: list[str], path:
     size = hr.shape[-1] // 4
     for i in range(n):
         r0, c0 = roi[:2] if roi else (hr.shape[-2] // 2 - size // 2, hr.shape[-1] // 2 - size // 2)
-        error_max = max(float(np.abs(examples[m][i] - hr[i]).max()) for m in methods) or 1.0
+        # One error scale per slice, set by the LR input's error so that small differences between
+        # methods stay visible; a method far worse than the input saturates.
+        error_max = 2 * max(float(np.percentile(np.abs(examples[methods[0]][i] - hr[i]), 99.5)), 1e-3)
         for j, name in enumerate(columns):
             image = examples[name][i]
             ax = axes[2 * i, j]
