@@ -90,6 +90,13 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value, e.g. --set train.lr=2e-4 (repeatable)."),
 ]
+EpochsOption = Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=E.")]
+AddressOption = Annotated[str | None, typer.Option(help="Join a running Ray cluster (default: local).")]
+
+
+def config_overrides(set_: list[str] | None, epochs: int | None) -> list[str]:
+    """The `--set` values, with `--epochs E` as one more."""
+    return list(set_ or []) + ([f"train.epochs={epochs}"] if epochs is not None else [])
 
 
 @app.command(epilog="Example: mrisr-ray train --model cpce --data mrisr-work/data/synthetic "
@@ -103,13 +110,13 @@ def train(
         "--all-train", help="Train on every non-test subject, no validation.")] = False,
     workers: Annotated[int, typer.Option(help="DDP workers (one GPU each on CUDA).")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=E.")] = None,
+    epochs: EpochsOption = None,
     vgg_weights: Annotated[str | None, typer.Option(help="VGG-19 weights file (or 'download').")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "mrisr-ray",
     resume: Annotated[str | None, typer.Option(
         help="MLflow run id to continue from its last checkpoint.")] = None,
     max_failures: Annotated[int, typer.Option(help="Worker-group restarts from the last checkpoint.")] = 1,
-    address: Annotated[str | None, typer.Option(help="Join a running Ray cluster (default: local).")] = None,
+    address: AddressOption = None,
     set_: SetOption = None,
     workdir: WorkdirOption = None,
     tracking_uri: TrackingOption = None,
@@ -125,7 +132,7 @@ def train(
         raise UserInputError("give --model cpce|circle (or --config FILE, or --resume RUN_ID)")
     if data is None:
         raise UserInputError("give --data CACHE (a folder made by `mrisr-ray prepare`)")
-    overrides = list(set_ or []) + ([f"train.epochs={epochs}"] if epochs is not None else [])
+    overrides = config_overrides(set_, epochs)
     run_config = load_config(model, config, overrides)
     wd = resolve_workdir(workdir)
     result = run_training(TrainRequest(
@@ -153,13 +160,12 @@ def tune(
     gpus_per_worker: Annotated[float, typer.Option(
         help="GPUs per worker; 0 trains on CPUs, <1 shares.")] = 0.0,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker.")] = 1.0,
-    epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=E.")] = None,
+    epochs: EpochsOption = None,
     metric: Annotated[str, typer.Option(help="psnr or ssim (mean over folds).")] = "psnr",
     name: Annotated[str | None, typer.Option(help="Study name (default <model>-<time>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the study --name.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
-    address: Annotated[str | None, typer.Option(
-        help="Join a running Ray cluster (default: local).")] = None,
+    address: AddressOption = None,
     seed: Annotated[int, typer.Option(help="Optuna TPE seed.")] = 0,
     vgg_weights: Annotated[str | None, typer.Option(help="VGG-19 weights file (CPCE).")] = None,
     set_: SetOption = None,
@@ -177,7 +183,7 @@ def tune(
 
     if resume and not name:
         raise UserInputError("--resume needs --name STUDY")
-    overrides = list(set_ or []) + ([f"train.epochs={epochs}"] if epochs is not None else [])
+    overrides = config_overrides(set_, epochs)
     base = load_config(model, config, overrides)
     wd = resolve_workdir(workdir)
     request = StudyRequest(

@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,6 @@ def set_tags(tracking: Tracking, run_id: str, tags: dict[str, Any]) -> None:
 
 
 def log_metrics(tracking: Tracking, run_id: str, metrics: dict[str, float], step: int) -> None:
-    import time
-
     now = int(time.time() * 1000)
     tracking.client().log_batch(
         run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])

@@ -31,6 +31,11 @@ def centred_mask(h: int, w: int, keep: float, device: torch.device | str = "cpu"
     return mask
 
 
+def kept_mask(h: int, w: int, keep: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The same block in the unshifted FFT layout (what `torch.fft.fft2` returns)."""
+    return torch.fft.ifftshift(centred_mask(h, w, keep, device))
+
+
 def truncate_kspace(x: torch.Tensor, keep: float = 0.5) -> torch.Tensor:
     """Centred complex k-space of `x` with everything outside the kept block set to zero.
 
@@ -60,5 +65,5 @@ def degrade(x: torch.Tensor, keep: float = 0.5) -> torch.Tensor:
         float32 tensor of the same shape and device.
     """
     h, w = x.shape[-2:]
-    mask = torch.fft.ifftshift(centred_mask(h, w, keep, x.device))
+    mask = kept_mask(h, w, keep, x.device)
     return torch.fft.ifft2(torch.fft.fft2(x.to(torch.float32)) * mask).abs()

@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import torch
 
-from mrisr_ray.data.degrade import centred_mask
+from mrisr_ray.data.degrade import kept_mask
 
 TV_EPSILON = 1e-3
 TV_ITERATIONS = 150
 TV_STEP = 0.5
 TV_WEIGHTS = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)  # λ grid searched on validation subjects
-
-
-def kept_mask(h: int, w: int, keep: float, device) -> torch.Tensor:
-    """The kept block in the unshifted FFT layout."""
-    return torch.fft.ifftshift(centred_mask(h, w, keep, device))
 
 
 def data_consistency(sr: torch.Tensor, lr: torch.Tensor, keep: float) -> torch.Tensor:
