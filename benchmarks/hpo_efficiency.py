@@ -16,10 +16,11 @@ from pathlib import Path
 
 from common import write_result
 
+from mrisr_ray import runs
 from mrisr_ray.config import load_config
 from mrisr_ray.data.synthetic import prepare_synthetic_cache
 from mrisr_ray.ray_runtime import ensure_ray
-from mrisr_ray.tracking import Tracking
+from mrisr_ray.tracking import DEFAULT_EXPERIMENT, Tracking
 from mrisr_ray.tuning.space import default_space_path
 from mrisr_ray.tuning.study import StudyRequest, run_study
 from mrisr_ray.workdir import Workdir
@@ -31,9 +32,7 @@ SMALL = ["data.patch_size=32", "circle.first_width=16", "circle.min_width=8", "c
 
 def fold_history(tracking: Tracking, study: str, folds: int) -> list[float]:
     """Best complete-trial mean PSNR after each fold training, in completion order."""
-    client = tracking.client()
-    experiment = tracking.experiment_id("mrisr-ray")
-    fold_runs = sorted(client.search_runs([experiment], f"tags.kind = 'fold' and tags.study = '{study}'"),
+    fold_runs = sorted(runs.fold_runs(tracking, DEFAULT_EXPERIMENT, study),
                        key=lambda r: r.info.end_time or 0)
     scores: dict[str, list[float]] = {}
     best, history = float("-inf"), []

@@ -49,7 +49,7 @@ def through_ray(config, cache: Cache, root: Path) -> float:
     workdir = Workdir(root)
     started = time.perf_counter()
     train(TrainRequest(config=config, cache=cache.path, workdir=workdir,
-                       tracking=Tracking.for_workdir(workdir), fold=0, workers=1, device="cpu"))
+                       tracking=Tracking.for_workdir(workdir), fold=0, device="cpu"))
     return time.perf_counter() - started
 
 

@@ -123,6 +123,7 @@ def train(
 ) -> None:
     """Train one GAN with Ray Train (DDP), paper schedule, full-state checkpoints, MLflow logging."""
     from mrisr_ray.config import load_config
+    from mrisr_ray.resources import Resources
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.train.run import TrainRequest
     from mrisr_ray.train.run import train as run_training
@@ -137,8 +138,9 @@ def train(
     wd = resolve_workdir(workdir)
     result = run_training(TrainRequest(
         config=run_config, cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
-        fold=None if all_train else fold, workers=workers, device=device, experiment=experiment,
-        vgg_weights=vgg_weights, resume_run_id=resume, max_failures=max_failures, address=address))
+        fold=None if all_train else fold, resources=Resources(workers=workers), device=device,
+        experiment=experiment, vgg_weights=vgg_weights, resume_run_id=resume, max_failures=max_failures,
+        address=address))
     scores = "" if all_train else f", best val PSNR {result.best_psnr:.2f} dB / SSIM {result.best_ssim:.4f}"
     typer.echo(f"run {result.run_id}: best epoch {result.best_epoch}{scores}")
     typer.echo(f"best generator: {result.generator}")
@@ -175,9 +177,11 @@ def tune(
     """Search loss weights and schedules with Ray Tune + Optuna, scored across CV folds."""
     from mrisr_ray.config import load_config
     from mrisr_ray.data.cache import Cache
+    from mrisr_ray.resources import Resources
     from mrisr_ray.tracking import Tracking
+    from mrisr_ray.tuning.plan import StudyRequest, make_plan
     from mrisr_ray.tuning.space import default_space_path
-    from mrisr_ray.tuning.study import StudyInterrupted, StudyRequest, make_plan, run_study
+    from mrisr_ray.tuning.study import StudyInterrupted, run_study
     from mrisr_ray.tuning.tables import print_trials
     from mrisr_ray.workdir import resolve_workdir
 
@@ -189,11 +193,11 @@ def tune(
     request = StudyRequest(
         config=base, space_path=space or default_space_path(base.model), cache=data, workdir=wd,
         tracking=Tracking.for_workdir(wd, tracking_uri), trials=trials, folds=folds,
-        concurrent=concurrent, workers_per_trial=workers_per_trial, gpus_per_worker=gpus_per_worker,
-        cpus_per_worker=cpus_per_worker, metric=metric, name=name, resume=resume, address=address,
-        seed=seed, vgg_weights=vgg_weights)
+        concurrent=concurrent, resources=Resources(workers=workers_per_trial, cpus_per_worker=cpus_per_worker,
+                                                   gpus_per_worker=gpus_per_worker),
+        metric=metric, name=name, resume=resume, address=address, seed=seed, vgg_weights=vgg_weights)
     if dry_run:
-        plan, _ = make_plan(request, Cache.open(data))
+        plan = make_plan(request, Cache.open(data))
         typer.echo("\n".join(plan.lines()))
         return
     try:
@@ -236,6 +240,10 @@ def report(
         cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri), cpce=cpce,
         circle=circle, out=out, retrain=retrain, experiment=experiment, vgg_weights=vgg_weights,
         device=device), track=track)
+    from mrisr_ray.report.evaluate import worse_than_input
+
+    for line in worse_than_input(result.evaluation):
+        typer.echo(f"warning: {line}")
     typer.echo(f"report: {result.report}")
     typer.echo(f"per-subject metrics: {result.metrics_csv}")
 

@@ -8,6 +8,7 @@ are errors that name the key. A best-config file written by `tune` has this same
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import types
 import typing
@@ -19,10 +20,8 @@ import yaml
 
 from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.errors import UserInputError
-from mrisr_ray.models.circle import CircleConfig
-from mrisr_ray.models.cpce import CPCEConfig
-
-MODELS = ("cpce", "circle")
+from mrisr_ray.models.configs import CircleConfig, CPCEConfig
+from mrisr_ray.registry import MODELS, model_spec
 
 
 @dataclass
@@ -42,7 +41,8 @@ class LossConfig:
     lambda_identity: float = 0.5  # CIRCLE λ2: identity L1
     lambda_jst: float = 0.01  # CIRCLE λ3: joint sparsifying (TV) loss; not given by the paper
     tau: float = 0.5  # CIRCLE τ: JST split between ‖G(x)‖_TV and ‖y − G(x)‖_TV; not given
-    lambda_l1: float = 0.0  # optional supervised L1 on G(x) (ablations; the paper has none)
+    lambda_adv: float = 1.0  # weight of the generators' adversarial terms (paper 1)
+    lambda_l1: float = 0.0  # supervised L1 ‖G(x) − y‖₁ beside the GAN losses (paper 0)
 
 
 @dataclass
@@ -54,6 +54,7 @@ class TrainConfig:
     decay_start: float = 0.5  # fraction of epochs at constant lr
     betas: tuple[float, float] = (0.9, 0.999)  # Adam (CPCE code; CIRCLE code uses 0.5)
     n_critic: int = 4  # critic steps per generator step
+    warmup_fraction: float = 0.0  # leading share of epochs trained with L1 only, no critic (paper 0)
     seed: int = 0
     amp: bool = True  # bf16 autocast on CUDA (CPU runs fp32 unless amp_on_cpu)
     amp_on_cpu: bool = False
@@ -76,9 +77,28 @@ class Config:
 
 
 def default_config_path(model: str) -> Path:
-    if model not in MODELS:
-        raise UserInputError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")
-    return defaults_dir("configs") / f"{model}.yaml"
+    return defaults_dir("configs") / f"{model_spec(model).name}.yaml"
+
+
+def warmup_epochs(train: TrainConfig) -> int:
+    """Epochs of the L1 warm-up: `warmup_fraction` of the epochs, rounded half up, and always
+    at least one adversarial epoch after it."""
+    return min(int(train.warmup_fraction * train.epochs + 0.5), train.epochs - 1)
+
+
+def losses_described(config: Config) -> str:
+    """"the paper's losses", or what the config changes in them (the recipe, docs/models.md)."""
+    loss, warmup = config.loss, warmup_epochs(config.train)
+    if warmup == 0 and loss.lambda_adv == 1.0 and loss.lambda_l1 == 0.0:
+        return "the paper's losses"
+    return (f"L1 warm-up {warmup} of {config.train.epochs} epochs, then λ_adv {loss.lambda_adv:g} "
+            f"and λ_l1 {loss.lambda_l1:g} beside the paper's losses")
+
+
+def perceptual_active(config: Config) -> bool:
+    """Whether the VGG perceptual term is computed: either switch turns it off."""
+    return (model_spec(config.model).perceptual and config.loss.perceptual != "none"
+            and config.loss.lambda_p > 0)
 
 
 def coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -161,6 +181,9 @@ def validate(config: Config) -> Config:
         (config.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (config.train.lr > 0 and config.train.lr_final > 0, "train.lr and train.lr_final must be > 0"),
         (0.0 <= config.train.decay_start <= 1.0, "train.decay_start must be in [0, 1]"),
+        (0.0 <= config.train.warmup_fraction <= 0.5, "train.warmup_fraction must be in [0, 0.5]"),
+        (config.loss.lambda_adv >= 0 and config.loss.lambda_l1 >= 0,
+         "loss.lambda_adv and loss.lambda_l1 must be >= 0"),
         (config.train.n_critic >= 1, "train.n_critic must be >= 1"),
         (config.loss.perceptual in ("vgg", "random_vgg", "none"),
          "loss.perceptual must be vgg, random_vgg or none"),
@@ -201,14 +224,14 @@ def load_config(model: str | None = None, path: str | Path | None = None,
 
 def with_overrides(config: Config, values: dict[str, Any]) -> Config:
     """A copy of `config` with dotted keys set, e.g. {"loss.tau": 0.3} (a tuning trial)."""
-    copy = from_dict(to_dict(config))
+    changed = copy.deepcopy(config)
     for key, value in values.items():
-        apply(copy, nest(key.split("."), value))
-    return validate(copy)
+        apply(changed, nest(key.split("."), value))
+    return validate(changed)
 
 
 def flatten(config: Config) -> dict[str, Any]:
-    """{"train.lr": 1e-4, …} for MLflow params."""
+    """{"train.lr": 1e-4, …}: every key of the config."""
     out: dict[str, Any] = {}
 
     def walk(value: Any, prefix: str) -> None:
@@ -220,6 +243,13 @@ def flatten(config: Config) -> dict[str, Any]:
 
     walk(asdict(config), "")
     return out
+
+
+def model_params(config: Config) -> dict[str, Any]:
+    """The flattened keys that belong to the config's model (MLflow params: a CPCE run does not
+    list CIRCLE's weights)."""
+    spec = model_spec(config.model)
+    return {k: v for k, v in flatten(config).items() if spec.owns(k)}
 
 
 def to_dict(config: Config) -> dict:

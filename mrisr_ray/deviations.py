@@ -1,30 +1,36 @@
-"""Deviations from the seed paper, one short line each (the full table is docs/models.md).
-Logged as the MLflow tag `deviations` on every run and printed in reports."""
+"""Deviations from the seed paper that a run's config makes, one short line each (the full table
+is docs/models.md). Logged as the MLflow tag `deviations` on every run and printed in reports."""
 
 from __future__ import annotations
 
-COMMON = [
+from mrisr_ray.config import Config, warmup_epochs
+from mrisr_ray.registry import model_spec
+
+PAPER_LR = 1e-4
+COMMON = (
     "gradient penalty: per-sample L2 norm over all pixels (official code: one-axis norm)",
     "mean-reduced losses (official code: pixel sums)",
     "data: metric protocol and min-max normalisation written down (the paper gives neither)",
-]
-BY_MODEL = {
-    "cpce": [
-        "VGG-19: torchvision weights with ImageNet mean/std (paper: Caffe BGR)",
-        "lr schedule: the MRI paper's (1e-4 then linear to 2e-6), not the CT code's 1e-4/(e+1)",
-    ],
-    "circle": [
-        "same-grid G and F: stride 1, no up/down-sampling, global residual",
-        "reconstruction: A 24, B 8->8, one 3x3 conv 32->1",
-        "dropout p=0.2 active in training (official code: inactive)",
-        "critic: 4 stages 4x4/s2 64-512 + FC 1024 + FC 1 (official code: PatchGAN)",
-        "JST on G(x) with tau; GP weight 10; Adam (0.5, 0.999); 4 critic steps",
-    ],
-}
+)
 
 
-def deviations(model: str, perceptual: str | None = None) -> str:
-    lines = COMMON + BY_MODEL[model]
-    if model == "cpce" and perceptual and perceptual != "vgg":
-        lines = [*lines, f"perceptual loss opt-out: {perceptual} (no ImageNet VGG-19 weights)"]
-    return "; ".join(lines)
+def deviation_lines(config: Config) -> list[str]:
+    """Every deviation active in `config`: the model's fixed ones, then those its values choose."""
+    spec = model_spec(config.model)
+    lines = [*COMMON, *spec.deviations, *spec.switched_deviations(config)]
+    if spec.perceptual and config.loss.perceptual != "vgg":
+        lines.append(f"perceptual loss opt-out: {config.loss.perceptual} (no ImageNet VGG-19 weights)")
+    warmup = warmup_epochs(config.train)
+    if warmup:
+        lines.append(f"L1 warm-up of the generator(s), no critic: {warmup} of {config.train.epochs} epochs")
+    if config.loss.lambda_adv != 1.0:
+        lines.append(f"adversarial weight lambda_adv {config.loss.lambda_adv:g} (paper 1)")
+    if config.train.lr != PAPER_LR:
+        lines.append(f"learning rate {config.train.lr:g} before the decay (paper {PAPER_LR:g})")
+    if config.loss.lambda_l1 > 0:
+        lines.append(f"supervised L1 on G(x), lambda_l1 {config.loss.lambda_l1:g} (paper 0)")
+    return lines
+
+
+def deviations(config: Config) -> str:
+    return "; ".join(deviation_lines(config))

@@ -27,8 +27,9 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) 
 
 def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
                 gp_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(WGAN-GP critic loss, its gradient-penalty part). One loss, one backward: under DDP the
-    penalty's double-backward gradients are all-reduced with the rest (design.md §5)."""
+    """(WGAN-GP critic loss, its gradient-penalty part). One loss, one backward: the penalty's
+    `autograd.grad` fires no DDP hook, so only inside the one backward are its double-backward
+    gradients all-reduced with the rest (docs/architecture.md §4.4)."""
     penalty = gradient_penalty(critic, real, fake)
     loss = critic(fake).float().mean() - critic(real).float().mean() + gp_weight * penalty
     return loss, penalty
@@ -40,8 +41,10 @@ def adversarial_loss(critic: nn.Module, fake: torch.Tensor) -> torch.Tensor:
 
 
 def perceptual_loss(features: nn.Module, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    """MSE between VGG-19 conv5_4 features of SR and HR."""
-    return F.mse_loss(features(sr).float(), features(hr).float())
+    """MSE between VGG-19 conv5_4 features of SR and HR (HR's without a graph: a constant)."""
+    with torch.no_grad():
+        target = features(hr).float()
+    return F.mse_loss(features(sr).float(), target)
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The metric protocol every table uses (design.md §6, docs/metrics.md).
+"""The metric protocol every table uses (docs/metrics.md; why: docs/architecture.md §4.3).
 
 Outputs are clipped to [0, 1]. Per subject: PSNR from the MSE over all its scored slices
 (data_range 1.0); SSIM as the mean over slices of 2-D SSIM with Wang et al.'s settings

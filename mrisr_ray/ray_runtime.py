@@ -1,5 +1,6 @@
-"""Starting or joining Ray, and checking a resource request before anything launches: an
-impossible request makes Ray Train wait forever (research/ray.md §1), so it is refused here."""
+"""Starting or joining Ray, and checking a resource request before anything launches: Ray Train
+retries a worker group it cannot place every 60 s, forever and without an error, so an impossible
+request is refused here (docs/architecture.md §4.6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seed paper's learning-rate schedule, relative to the epochs actually run (design.md §3)."""
+"""The seed paper's learning-rate schedule, relative to the epochs actually run (docs/training.md)."""
 
 from __future__ import annotations
 

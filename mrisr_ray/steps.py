@@ -1,7 +1,10 @@
-"""One training-step API per model: a critic step and a generator step, each returning a dict
-of detached scalar losses. The Ray Train worker loop calls them; they know nothing about Ray or
-MLflow. Networks may arrive wrapped in DDP; the critic loss (with its gradient penalty) is one
-loss with one backward so DDP all-reduces the double-backward gradients too.
+"""One training-step API per model: a warm-up step, a critic step and a generator step, each
+returning a dict of detached scalar losses. The training loop calls them; they know nothing about
+Ray or MLflow. Networks may arrive wrapped in DDP; the critic loss (with its gradient penalty) is
+one loss with one backward so DDP all-reduces the double-backward gradients too.
+
+Naming follows BasicSR: `lq` is the low-quality (zero-filled LR) input, `gt` the ground-truth HR;
+`lr` is only ever a learning rate.
 """
 
 from __future__ import annotations
@@ -13,14 +16,11 @@ import torch
 from torch import nn
 
 from mrisr_ray import losses
-from mrisr_ray.config import Config
-from mrisr_ray.models import (
-    CircleCritic,
-    CircleGenerator,
-    CPCECritic,
-    CPCEGenerator,
-    build_perceptual,
-)
+from mrisr_ray.config import Config, perceptual_active
+from mrisr_ray.models.circle import CircleCritic, CircleGenerator
+from mrisr_ray.models.cpce import CPCECritic, CPCEGenerator
+from mrisr_ray.models.vgg import build_perceptual
+from mrisr_ray.registry import model_spec
 
 Scalars = dict[str, torch.Tensor]
 
@@ -87,6 +87,11 @@ class GanSteps:
         """The LR → HR generator (what validation, reports and predict use)."""
         return unwrap(self.generators["G"])
 
+    def compile(self) -> None:
+        """torch.compile the generators (and CPCE's VGG); the critics stay eager because the
+        gradient penalty's double backward does not compile."""
+        self.generators = {k: torch.compile(g) for k, g in self.generators.items()}
+
     def _update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -94,46 +99,61 @@ class GanSteps:
 
 
 class CPCESteps(GanSteps):
-    """WGAN-GP + λp · VGG-19 perceptual loss (+ optional λ_l1 · L1)."""
+    """λ_adv · WGAN-GP + λp · VGG-19 perceptual loss + λ_l1 · L1 (paper: λ_adv 1, λ_l1 0)."""
 
-    def __init__(self, config: Config, device: torch.device, wrap: Callable[[nn.Module], nn.Module],
-                 perceptual: nn.Module | None):
+    def __init__(self, config: Config, device: torch.device, wrap: Callable[[nn.Module], nn.Module]):
         super().__init__(config, device)
         self.generators = {"G": wrap(CPCEGenerator(config.cpce).to(device))}
         self.critics = {"D": wrap(CPCECritic(config.data.patch_size, config.cpce).to(device))}
-        self.perceptual = perceptual.to(device) if perceptual is not None else None
+        self.perceptual = None
+        if perceptual_active(config):  # vgg_weights was resolved on the driver (models/vgg.py)
+            self.perceptual = build_perceptual(config.loss.perceptual, config.loss.vgg_weights,
+                                               config.train.seed).to(device)
         self.make_optimizers()
 
-    def critic_step(self, lr: torch.Tensor, hr: torch.Tensor) -> Scalars:
+    def compile(self) -> None:
+        super().compile()
+        if self.perceptual is not None:
+            self.perceptual = torch.compile(self.perceptual)
+
+    def warmup_step(self, lq: torch.Tensor, gt: torch.Tensor) -> Scalars:
+        """PSNR-oriented warm-up: L1 of G(lq) to gt, no critic, no VGG."""
+        with self.autocast():
+            pixel = losses.l1(self.generators["G"](lq), gt)
+        self._update(self.opt_g, pixel)
+        return {"g_loss": pixel.detach(), "g_l1": pixel.detach()}
+
+    def critic_step(self, lq: torch.Tensor, gt: torch.Tensor) -> Scalars:
         g, d = self.generators["G"], self.critics["D"]
         with torch.no_grad(), self.autocast():
-            fake = g(lr)
+            fake = g(lq)
         with self.autocast():
-            loss, penalty = losses.critic_loss(d, hr, fake.float(), self.loss.gp_weight)
+            loss, penalty = losses.critic_loss(d, gt, fake.float(), self.loss.gp_weight)
         self._update(self.opt_d, loss)
         return {"d_loss": loss.detach(), "gp": penalty.detach()}
 
-    def generator_step(self, lr: torch.Tensor, hr: torch.Tensor) -> Scalars:
-        g, d = self.generators["G"], self.critics["D"]
+    def generator_step(self, lq: torch.Tensor, gt: torch.Tensor) -> Scalars:
+        g, d, w = self.generators["G"], self.critics["D"], self.loss
         with frozen(d), self.autocast():
-            sr = g(lr)
+            sr = g(lq)
             adversarial = losses.adversarial_loss(d, sr)
-            total = adversarial
+            total = w.lambda_adv * adversarial
             out = {"g_adv": adversarial.detach()}
-            if self.perceptual is not None and self.loss.lambda_p > 0:
-                perceptual = losses.perceptual_loss(self.perceptual, sr, hr)
-                total = total + self.loss.lambda_p * perceptual
+            if self.perceptual is not None:
+                perceptual = losses.perceptual_loss(self.perceptual, sr, gt)
+                total = total + w.lambda_p * perceptual
                 out["g_perceptual"] = perceptual.detach()
-            if self.loss.lambda_l1 > 0:
-                pixel = losses.l1(sr, hr)
-                total = total + self.loss.lambda_l1 * pixel
+            if w.lambda_l1 > 0:
+                pixel = losses.l1(sr, gt)
+                total = total + w.lambda_l1 * pixel
                 out["g_l1"] = pixel.detach()
         self._update(self.opt_g, total)
         return {"g_loss": total.detach(), **out}
 
 
 class CircleSteps(GanSteps):
-    """WGAN-GP both ways + λ1 · cycle L1 + λ2 · identity L1 + λ3 · JST(τ) (+ optional λ_l1 · L1).
+    """λ_adv · WGAN-GP both ways + λ1 · cycle L1 + λ2 · identity L1 + λ3 · JST(τ) + λ_l1 · L1
+    (paper: λ_adv 1, λ_l1 0).
 
     G: LR → HR judged by D_Y (HR domain); F: HR → LR judged by D_X (LR domain).
     """
@@ -147,35 +167,44 @@ class CircleSteps(GanSteps):
                         "D_X": wrap(CircleCritic(size, c).to(device))}
         self.make_optimizers()
 
-    def critic_step(self, lr: torch.Tensor, hr: torch.Tensor) -> Scalars:
+    def warmup_step(self, lq: torch.Tensor, gt: torch.Tensor) -> Scalars:
+        """PSNR-oriented warm-up: L1 of G(lq) to gt and of F(gt) to lq, no critics."""
+        with self.autocast():
+            forward = losses.l1(self.generators["G"](lq), gt)
+            backward = losses.l1(self.generators["F"](gt), lq)
+            total = forward + backward
+        self._update(self.opt_g, total)
+        return {"g_loss": total.detach(), "g_l1": forward.detach(), "f_l1": backward.detach()}
+
+    def critic_step(self, lq: torch.Tensor, gt: torch.Tensor) -> Scalars:
         g, f = self.generators["G"], self.generators["F"]
         d_y, d_x = self.critics["D_Y"], self.critics["D_X"]
         with torch.no_grad(), self.autocast():
-            fake_hr, fake_lr = g(lr), f(hr)
+            fake_gt, fake_lq = g(lq), f(gt)
         with self.autocast():
-            loss_y, gp_y = losses.critic_loss(d_y, hr, fake_hr.float(), self.loss.gp_weight)
-            loss_x, gp_x = losses.critic_loss(d_x, lr, fake_lr.float(), self.loss.gp_weight)
+            loss_y, gp_y = losses.critic_loss(d_y, gt, fake_gt.float(), self.loss.gp_weight)
+            loss_x, gp_x = losses.critic_loss(d_x, lq, fake_lq.float(), self.loss.gp_weight)
             loss = loss_y + loss_x
         self._update(self.opt_d, loss)
         return {"d_loss": loss.detach(), "d_y_loss": loss_y.detach(), "d_x_loss": loss_x.detach(),
                 "gp": (gp_y + gp_x).detach() / 2}
 
-    def generator_step(self, lr: torch.Tensor, hr: torch.Tensor) -> Scalars:
+    def generator_step(self, lq: torch.Tensor, gt: torch.Tensor) -> Scalars:
         g, f = self.generators["G"], self.generators["F"]
         d_y, d_x = self.critics["D_Y"], self.critics["D_X"]
         w = self.loss
         with frozen(d_y, d_x), self.autocast():
-            sr, lr_hat = g(lr), f(hr)
-            adversarial = losses.adversarial_loss(d_y, sr) + losses.adversarial_loss(d_x, lr_hat)
-            cycle = losses.cycle_loss(g, f, lr, hr, sr, lr_hat)
-            identity = losses.identity_loss(g, f, lr, hr)
-            jst = losses.jst_loss(sr.float(), hr, w.tau)
-            total = adversarial + w.lambda_cycle * cycle + w.lambda_identity * identity \
-                + w.lambda_jst * jst
+            sr, lq_hat = g(lq), f(gt)
+            adversarial = losses.adversarial_loss(d_y, sr) + losses.adversarial_loss(d_x, lq_hat)
+            cycle = losses.cycle_loss(g, f, lq, gt, sr, lq_hat)
+            identity = losses.identity_loss(g, f, lq, gt)
+            jst = losses.jst_loss(sr.float(), gt, w.tau)
+            total = w.lambda_adv * adversarial + w.lambda_cycle * cycle \
+                + w.lambda_identity * identity + w.lambda_jst * jst
             out = {"g_adv": adversarial.detach(), "g_cycle": cycle.detach(),
                    "g_identity": identity.detach(), "g_jst": jst.detach()}
             if w.lambda_l1 > 0:
-                pixel = losses.l1(sr, hr)
+                pixel = losses.l1(sr, gt)
                 total = total + w.lambda_l1 * pixel
                 out["g_l1"] = pixel.detach()
         self._update(self.opt_g, total)
@@ -187,15 +216,7 @@ def identity_wrap(module: nn.Module) -> nn.Module:
 
 
 def build_steps(config: Config, device: torch.device | str = "cpu",
-                wrap: Callable[[nn.Module], nn.Module] = identity_wrap,
-                vgg_weights: str | None = None) -> GanSteps:
+                wrap: Callable[[nn.Module], nn.Module] = identity_wrap) -> GanSteps:
     """Networks + optimizers of `config.model` on `device`; `wrap` is applied to every trainable
-    network (e.g. Ray Train's `prepare_model` for DDP). VGG weights: see models/vgg.py."""
-    device = torch.device(device)
-    if config.model == "cpce":
-        perceptual = None
-        if config.loss.lambda_p > 0:
-            perceptual = build_perceptual(config.loss.perceptual,
-                                          vgg_weights or config.loss.vgg_weights, config.train.seed)
-        return CPCESteps(config, device, wrap, perceptual)
-    return CircleSteps(config, device, wrap)
+    network (e.g. Ray Train's `prepare_model` for DDP)."""
+    return model_spec(config.model).steps(config, torch.device(device), wrap)

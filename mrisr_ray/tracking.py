@@ -1,5 +1,6 @@
 """Every MLflow call of mrisr-ray, through an explicit `MlflowClient` and explicit run ids (no
-global "active run" state, which breaks across Ray processes; research/ray.md §4).
+global "active run" state: it does not cross Ray processes). What the runs mean, their tags and
+the queries that find them, is `runs.py`.
 
 Local default store: `sqlite:///<workdir>/mlflow.db` with artifacts under `<workdir>/mlartifacts`
 (absolute paths: Ray workers change their working directory).
@@ -7,9 +8,9 @@ Local default store: `sqlite:///<workdir>/mlflow.db` with artifacts under `<work
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,9 +23,17 @@ from mlflow.tracking import MlflowClient
 from mrisr_ray.workdir import Workdir
 
 DEFAULT_EXPERIMENT = "mrisr-ray"
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter on every new store
 MAX_PARAM_LENGTH = 6000
+
+
+@functools.cache
+def quiet_mlflow() -> None:
+    """Silence MLflow in this process, once, before its first client: artifact downloads draw
+    progress bars into the console and every new store logs its schema migrations. Done here,
+    not at import, so importing mrisr-ray leaves the caller's environment and logging alone; it
+    runs in each process that logs (driver, trial and rank-0 worker alike)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class Tracking:
         return not self.uri.startswith(prefix) or Path(self.uri[len(prefix):]).is_file()
 
     def client(self) -> MlflowClient:
+        quiet_mlflow()
         if self.artifact_root is not None:  # a local store lives in the work directory
             self.artifact_root.parent.mkdir(parents=True, exist_ok=True)
         return MlflowClient(tracking_uri=self.uri)
@@ -57,15 +67,6 @@ class Tracking:
             return found.experiment_id
         location = (self.artifact_root / name).as_uri() if self.artifact_root else None
         return client.create_experiment(name, artifact_location=location)
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def start_run(tracking: Tracking, experiment: str, name: str, tags: dict[str, str],

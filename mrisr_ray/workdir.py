@@ -1,4 +1,4 @@
-"""The work directory: one folder for everything that runs produce (design.md §7)."""
+"""The work directory: one folder for everything that runs produce (docs/architecture.md §4.11)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The prepared dataset cache: one memory-mapped array of kept HR slices per subject.
 
-Layout of a cache folder (design.md §3):
+Layout of a cache folder (docs/data.md):
     manifest.json     protocol, per-subject source path, sha256, shape, spacing, kept slices
     splits.json       subject-level test set and K folds (see `splits.py`)
     subjects/<id>.npy (kept slices, H, W) float32 in [0, 1], read with mmap
@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,16 +32,11 @@ from mrisr_ray.data.volume import (
     read_volume,
 )
 from mrisr_ray.errors import UserInputError
+from mrisr_ray.progress import Track, no_progress
 
 PROTOCOL_VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = "splits.json"
-
-Track = Callable[[Iterable, str], Iterable]
-
-
-def no_progress(items: Iterable, description: str) -> Iterable:
-    return items
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Low-resolution simulation by k-space truncation (design.md §3, the seed paper's protocol).
+"""Low-resolution simulation by k-space truncation, the seed paper's protocol (docs/data.md;
+why: docs/architecture.md §4.1).
 
 The 2-D spectrum of each slice is centred (fftshift), only the central (H·keep)×(W·keep) block is
 kept, the rest is zeroed, and the inverse transform's magnitude is the LR image. LR and HR share

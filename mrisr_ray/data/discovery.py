@@ -1,4 +1,4 @@
-"""Finding the T2 scans of a cohort and naming their subjects and sites (design.md §3)."""
+"""Finding the T2 scans of a cohort and naming their subjects and sites (docs/data.md)."""
 
 from __future__ import annotations
 

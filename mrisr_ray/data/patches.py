@@ -1,4 +1,4 @@
-"""Training batches of aligned LR/HR patches from the cache (design.md §3).
+"""Training batches of aligned LR/HR patches from the cache (docs/data.md).
 
 LR is made on the whole slice (k-space truncation is global), on the target device, and only
 then are LR and HR cropped at the same place. Two samplers:
@@ -82,8 +82,8 @@ def random_positions(store: SliceStore, size: int, count: int, rng: np.random.Ge
 
 @dataclass
 class PatchBatch:
-    lr: torch.Tensor  # (B, 1, size, size)
-    hr: torch.Tensor  # (B, 1, size, size)
+    lq: torch.Tensor  # (B, 1, size, size) zero-filled LR patches (BasicSR's "low quality")
+    gt: torch.Tensor  # (B, 1, size, size) HR patches (ground truth)
 
 
 class PatchSampler:
@@ -138,7 +138,7 @@ class PatchSampler:
         for k, (_, row, col) in zip(inverse, positions, strict=True):
             hr.append(hr_full[k, row : row + s, col : col + s])
             lr.append(lr_full[k, row : row + s, col : col + s])
-        return PatchBatch(lr=torch.stack(lr)[:, None], hr=torch.stack(hr)[:, None])
+        return PatchBatch(lq=torch.stack(lr)[:, None], gt=torch.stack(hr)[:, None])
 
     def batches(self, epoch: int, batch_size: int):
         """Yield this rank's batches of one epoch (the last, short batch is dropped)."""

@@ -1,4 +1,5 @@
-"""Subject-level, site-stratified test set and K cross-validation folds (design.md §3).
+"""Subject-level, site-stratified test set and K cross-validation folds (docs/data.md; why:
+docs/architecture.md §4.2).
 
 No slice of a test or validation subject is ever trained on: splits list subject ids only.
 File format (`splits.json`, like nnU-Net's `splits_final.json`):

@@ -5,8 +5,8 @@ random affine + smooth elastic warp of the template, sampled on IXI's grid (256�
 0.9375 mm in-plane), with hard tissue labels (T2 contrast CSF > GM > WM), per-subject tissue
 intensities, ±8% tissue texture, a smooth bias field and Rician noise, brain-extracted like the
 real reference subject. Smooth probability mixtures would be far easier to super-resolve than
-real scans (design.md §3); hard boundaries, texture and noise bring the zero-filled LR input's
-PSNR to that of the real IXI subject (`tests/data/test_synthetic.py` asserts the band).
+real scans (their zero-filled LR input scores ≈ 44.7 dB, docs/data.md); hard boundaries, texture
+and noise bring that PSNR to the real IXI subject's (`tests/data/test_synthetic.py` checks).
 
 Numbers measured on this cohort are not IXI numbers.
 """
@@ -21,17 +21,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from mrisr_ray.data.cache import (
-    Cache,
-    CacheSummary,
-    Protocol,
-    Track,
-    build_atomically,
-    no_progress,
-    write_cache,
-)
+from mrisr_ray.data.cache import Cache, CacheSummary, Protocol, build_atomically, write_cache
 from mrisr_ray.data.discovery import discover_scans
 from mrisr_ray.data.splits import make_splits
+from mrisr_ray.progress import Track, no_progress
 
 IN_PLANE_SIZE = 256
 IN_PLANE_MM = 0.9375

@@ -1,4 +1,4 @@
-"""Reading one MRI volume: NIfTI → canonical orientation → float32 in [0, 1] (design.md §3)."""
+"""Reading one MRI volume: NIfTI → canonical orientation → float32 in [0, 1] (docs/data.md)."""
 
 from __future__ import annotations
 

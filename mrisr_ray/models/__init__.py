@@ -1,16 +1,3 @@
-"""The two GANs of the seed paper, one architecture per file, and the VGG-19 feature extractor."""
-
-from mrisr_ray.models.circle import CircleConfig, CircleCritic, CircleGenerator
-from mrisr_ray.models.cpce import CPCEConfig, CPCECritic, CPCEGenerator
-from mrisr_ray.models.vgg import VGG19Features, build_perceptual
-
-__all__ = [
-    "CPCEConfig",
-    "CPCECritic",
-    "CPCEGenerator",
-    "CircleConfig",
-    "CircleCritic",
-    "CircleGenerator",
-    "VGG19Features",
-    "build_perceptual",
-]
+"""The networks of both GANs, one architecture per file (`cpce.py`, `circle.py`), the VGG-19
+feature extractor (`vgg.py`) and their torch-free config sections (`configs.py`). Nothing is
+imported here, so `mrisr_ray.models.configs` can be read without torch."""

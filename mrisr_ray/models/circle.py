@@ -12,7 +12,7 @@ Generator (DCSCN-style; shapes for an H×W input):
         A: 1×1 conv 423 → 24, leaky ReLU 0.1, dropout         (B, 24, H, W)
         B: 1×1 conv 423 → 8, leaky ReLU 0.1, dropout → 3×3 conv 8 → 8, dropout   (B, 8, H, W)
     concat A, B → 3×3 conv 32 → 1 (no bias)                   (B, 1, H, W)
-    output = input + residual
+    output = input + residual (the last conv zero-initialised: G and F start as the identity)
 
 Critic: 4 stages of 4×4 conv stride 2 + bias → instance norm (not on the first) → leaky ReLU 0.2,
 widths 64, 128, 256, 512 → FC 1024, leaky ReLU 0.2 → FC 1.
@@ -20,22 +20,10 @@ widths 64, 128, 256, 512 → FC 1024, leaky ReLU 0.2 → FC 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-
-@dataclass
-class CircleConfig:
-    first_width: int = 64  # width of the first feature block (DCSCN rule shrinks it to min_width)
-    min_width: int = 16
-    blocks: int = 12
-    dropout: float = 0.2  # drop probability (DCSCN keep 0.8); a tuning dimension
-    branch_a: int = 24
-    branch_b: int = 8
-    critic_widths: tuple[int, ...] = (64, 128, 256, 512)
-    critic_fc: int = 1024
+from mrisr_ray.models.configs import CircleConfig
 
 
 def block_widths(first: int, minimum: int, blocks: int, gamma: float = 1.5) -> list[int]:
@@ -64,6 +52,7 @@ class CircleGenerator(nn.Module):
             nn.Conv2d(concat, c.branch_b, 1), nn.LeakyReLU(0.1), nn.Dropout(c.dropout),
             nn.Conv2d(c.branch_b, c.branch_b, 3, padding=1), nn.Dropout(c.dropout))
         self.reconstruct = nn.Conv2d(c.branch_a + c.branch_b, 1, 3, padding=1, bias=False)
+        nn.init.zeros_(self.reconstruct.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W)
         outputs, h = [], x

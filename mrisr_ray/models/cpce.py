@@ -11,7 +11,9 @@ Generator (shapes for a 64×64 patch; every conv/deconv 3×3, stride 1, valid pa
     deconv5 32 → 32; concat conv3 → ReLU → 1×1 64 → 32, ReLU    58×58
     deconv6 32 → 32; concat conv2 → ReLU → 1×1 64 → 32, ReLU    60×60
     deconv7 32 → 32; concat conv1 → ReLU → 1×1 64 → 32, ReLU    62×62
-    deconv8 32 → 1, ReLU                      64×64
+    deconv8 32 → 1                            64×64
+    output  LR + deconv8 (cpce.residual, default; deconv8 zero-initialised, so G starts as
+            the identity) or ReLU(deconv8) (cpce.residual: false, the official code)
 Valid convolutions shrink by 2 per layer and the transposed ones grow back, so any input size
 comes out unchanged: the same G runs on 64×64 patches and 256×256 slices.
 
@@ -21,17 +23,10 @@ leaky ReLU 0.2 → FC 1024, leaky ReLU 0.2 → FC 1 (no sigmoid: a WGAN critic).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-
-@dataclass
-class CPCEConfig:
-    width: int = 32  # feature maps of every generator layer (paper: 32)
-    critic_widths: tuple[int, ...] = (64, 64, 128, 128, 256, 256)  # paper
-    critic_fc: int = 1024  # paper
+from mrisr_ray.models.configs import CPCEConfig
 
 
 class ConveyingPath(nn.Module):
@@ -48,7 +43,8 @@ class ConveyingPath(nn.Module):
 class CPCEGenerator(nn.Module):
     def __init__(self, config: CPCEConfig | None = None):
         super().__init__()
-        w = (config or CPCEConfig()).width
+        config = config or CPCEConfig()
+        w, self.residual = config.width, config.residual
         self.conv1 = nn.Conv2d(1, w, 3, bias=False)
         self.conv2 = nn.Conv2d(w, w, 3, bias=False)
         self.conv3 = nn.Conv2d(w, w, 3, bias=False)
@@ -63,6 +59,9 @@ class CPCEGenerator(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
                 nn.init.xavier_uniform_(m.weight)  # official code: Glorot uniform
+        if self.residual:
+            # The untrained G returns its input: training starts at the LR image, not at zero.
+            nn.init.zeros_(self.deconv8.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W)
         c1 = torch.relu(self.conv1(x))  # (B, 32, H-2, W-2)
@@ -72,7 +71,8 @@ class CPCEGenerator(nn.Module):
         d5 = self.path5(c3, self.deconv5(c4))  # (B, 32, H-6, W-6)
         d6 = self.path6(c2, self.deconv6(d5))  # (B, 32, H-4, W-4)
         d7 = self.path7(c1, self.deconv7(d6))  # (B, 32, H-2, W-2)
-        return torch.relu(self.deconv8(d7))  # (B, 1, H, W)
+        out = self.deconv8(d7)  # (B, 1, H, W)
+        return x + out if self.residual else torch.relu(out)
 
 
 class CPCECritic(nn.Module):

@@ -1,8 +1,8 @@
 """VGG-19 features up to conv5_4 + ReLU (the 16th conv layer) for GAN-CPCE's perceptual loss.
 
 Defined here instead of imported from torchvision (PyPI's torchvision does not import beside the
-CPU torch build, design.md §4); the layer indices are torchvision's, so a torchvision-format
-`vgg19` state_dict (`features.<i>.weight/bias`) loads as is.
+CPU torch build; docs/architecture.md §4.10); the layer indices are torchvision's, so a
+torchvision-format `vgg19` state_dict (`features.<i>.weight/bias`) loads as is.
 
 Weights are never fetched silently. Resolution order (`resolve_vgg_weights`):
     1. `--vgg-weights PATH` (or the config's `loss.vgg_weights`)
@@ -16,11 +16,13 @@ out (`loss.perceptual: random_vgg` or `none`), which every run records.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from mrisr_ray.config import Config, perceptual_active
 from mrisr_ray.errors import UserInputError
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
@@ -124,3 +126,16 @@ def build_perceptual(mode: str, weights: str | None, seed: int = 0) -> VGG19Feat
     net = VGG19Features()
     net.load_torchvision(state, str(path))
     return net
+
+
+def with_resolved_weights(config: Config, option: str | None = None) -> Config:
+    """The config whose `loss.vgg_weights` names the weights file its perceptual term will load.
+
+    Called once, on the driver, before any worker starts: a missing or unreadable file stops
+    there with one line; workers then read `loss.vgg_weights` and resolve nothing.
+    """
+    if not perceptual_active(config) or config.loss.perceptual != "vgg":
+        return config
+    path = resolve_vgg_weights(option or config.loss.vgg_weights).resolve()
+    build_perceptual("vgg", str(path))
+    return replace(config, loss=replace(config.loss, vgg_weights=str(path)))

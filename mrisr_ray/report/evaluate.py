@@ -12,12 +12,13 @@ from mrisr_ray.data.cache import Cache
 from mrisr_ray.data.degrade import degrade
 from mrisr_ray.inference import super_resolve
 from mrisr_ray.metrics import SubjectScore, score_subject, summarize
+from mrisr_ray.registry import MODELS
 from mrisr_ray.report.classical import TV_WEIGHTS, data_consistency, tv_reconstruct
 from mrisr_ray.report.sources import ModelSource
 
 LR_ROW = "LR input (zero-filled)"
 TV_ROW = "TV reconstruction"
-LABELS = {"cpce": "GAN-CPCE", "circle": "GAN-CIRCLE"}
+LABELS = {name: spec.label for name, spec in MODELS.items()}
 TV_VALIDATION_SLICES = 4  # per validation subject, evenly spaced
 
 
@@ -80,6 +81,16 @@ def table_rows(evaluation: Evaluation) -> list[dict]:
                      "ssim_gain": s.ssim_mean - lr.ssim_mean, "n_subjects": s.n_subjects,
                      "n_slices": s.n_slices})
     return rows
+
+
+def worse_than_input(evaluation: Evaluation) -> list[str]:
+    """One line per method whose mean PSNR or SSIM over subjects is below the LR input's."""
+    lines = []
+    for r in table_rows(evaluation):
+        if r["method"] != LR_ROW and (r["psnr_gain"] < 0 or r["ssim_gain"] < 0):
+            lines.append(f"{r['method']} is worse than its input: PSNR {r['psnr_gain']:+.2f} dB, "
+                         f"SSIM {r['ssim_gain']:+.4f} against the LR input")
+    return lines
 
 
 def paired_test(evaluation: Evaluation, a: str, b: str, metric: str) -> str:

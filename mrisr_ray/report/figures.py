@@ -6,14 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from mrisr_ray.plotting import pyplot
 
 
 def comparison_panels(examples: dict[str, np.ndarray], methods: list[str], path: Path,

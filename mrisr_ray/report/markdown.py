@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from mrisr_ray.config import flatten, losses_described, warmup_epochs
 from mrisr_ray.deviations import deviations
 from mrisr_ray.metrics import sample_sd
-from mrisr_ray.report.evaluate import LABELS, Evaluation, paired_test, table_rows
+from mrisr_ray.registry import model_spec
+from mrisr_ray.report.evaluate import LABELS, LR_ROW, Evaluation, paired_test, table_rows, worse_than_input
 from mrisr_ray.report.sources import ModelSource
 
 # Seed paper, Table 1 (IXI T2, Guy's, 955 test slices; normalisation and metric protocol unstated).
@@ -31,7 +33,9 @@ def results_table(evaluation: Evaluation) -> list[str]:
     lines = ["| method | PSNR (dB) | SSIM | pooled PSNR | pooled SSIM | ΔPSNR vs LR | ΔSSIM vs LR |",
              "|---|---|---|---|---|---|---|"]
     for r in table_rows(evaluation):
-        lines.append(f"| {r['method']} | {fmt(r['psnr_mean'], r['psnr_sd'], 2)} | "
+        worse = r["method"] != LR_ROW and (r["psnr_gain"] < 0 or r["ssim_gain"] < 0)
+        method = f"{r['method']} — **worse than its input**" if worse else r["method"]
+        lines.append(f"| {method} | {fmt(r['psnr_mean'], r['psnr_sd'], 2)} | "
                      f"{fmt(r['ssim_mean'], r['ssim_sd'], 4)} | {r['pooled_psnr']:.2f} | "
                      f"{r['pooled_ssim']:.4f} | {r['psnr_gain']:+.2f} | {r['ssim_gain']:+.4f} |")
     for name, psnr, ssim in PAPER_TABLE:
@@ -44,10 +48,9 @@ def dc_verdict(evaluation: Evaluation, label: str) -> str:
     if label not in rows:
         return ""
     plain, dc = rows[label], rows[f"{label} +DC"]
-    delta = dc["psnr_mean"] - plain["psnr_mean"]
-    verdict = "helps" if delta > 0 else "does not help"
-    return (f"- {label}: +DC {verdict} (PSNR {delta:+.2f} dB, SSIM "
-            f"{dc['ssim_mean'] - plain['ssim_mean']:+.4f}, mean over subjects).")
+    psnr, ssim = dc["psnr_mean"] - plain["psnr_mean"], dc["ssim_mean"] - plain["ssim_mean"]
+    verdict = "helps" if psnr > 0 and ssim > 0 else "hurts" if psnr < 0 and ssim < 0 else "is mixed"
+    return f"- {label}: +DC {verdict}: PSNR {psnr:+.2f} dB, SSIM {ssim:+.4f} (mean over subjects)."
 
 
 def configuration_section(source: ModelSource) -> list[str]:
@@ -60,15 +63,18 @@ def configuration_section(source: ModelSource) -> list[str]:
                      f"{fmt(ssim.mean(), sample_sd(ssim), 4)}.")
     if source.default_cv:
         p, ps, s, ss = source.default_cv
-        lines.append(f"- Paper-default trial of the same study: PSNR {fmt(p, ps, 2)} dB, "
-                     f"SSIM {fmt(s, ss, 4)}.")
+        losses = losses_described(source.default_config) if source.default_config else "unknown"
+        lines.append(f"- Trial 0 of the same study (its base configuration, with {losses}): PSNR "
+                     f"{fmt(p, ps, 2)} dB, SSIM {fmt(s, ss, 4)}.")
     if source.perceptual and source.perceptual != "vgg":
         lines.append(f"- **Perceptual loss opt-out: `{source.perceptual}`** (no ImageNet VGG-19 weights).")
-    c = source.config
-    loss = (f"λp {c.loss.lambda_p:g}" if source.model == "cpce" else
-            f"λ1 {c.loss.lambda_cycle:.3g}, λ2 {c.loss.lambda_identity:.3g}, λ3 {c.loss.lambda_jst:.3g}, "
-            f"τ {c.loss.tau:.3g}, dropout {c.circle.dropout:.3g}")
-    lines.append(f"- Configuration: {loss}; lr {c.train.lr:.3g} (decay after {c.train.decay_start:.2f} of "
+    c, values = source.config, flatten(source.config)
+    weights = [k for k in (*model_spec(c.model).loss_keys, "loss.lambda_adv", "loss.lambda_l1")
+               if isinstance(values[k], float)]
+    loss = ", ".join(f"{k.removeprefix('loss.')} {values[k]:.3g}" for k in weights)
+    lines.append(f"- Configuration ({losses_described(c)}): {loss}; L1 warm-up {warmup_epochs(c.train)} "
+                 "epochs;")
+    lines.append(f"  lr {c.train.lr:.3g} (decay after {c.train.decay_start:.2f} of "
                  f"{c.train.epochs} epochs to {c.train.lr_final:.3g}), n_critic {c.train.n_critic}, "
                  f"batch {c.train.batch_size}, patches {c.data.patch_size}×{c.data.patch_size}.")
     return [*lines, ""]
@@ -82,9 +88,13 @@ def render(evaluation: Evaluation, sources: list[ModelSource], data: dict, figur
               f"{data['n_test']} test subjects, {data['n_slices']} slices. TV weight λ = "
               f"{evaluation.tv_weight:g}, chosen on validation subjects.", "",
               "## Results on the test subjects", "", *results_table(evaluation), ""]
-    lines += ["Paired Wilcoxon signed-rank test over subjects, GAN-CPCE vs GAN-CIRCLE: PSNR "
-              f"{paired_test(evaluation, 'GAN-CPCE', 'GAN-CIRCLE', 'psnr')}, SSIM "
-              f"{paired_test(evaluation, 'GAN-CPCE', 'GAN-CIRCLE', 'ssim')}.", ""]
+    lines += [f"**{line}.**" for line in worse_than_input(evaluation)]
+    lines += [""] if worse_than_input(evaluation) else []
+    pairs = [(LABELS[s.model], LR_ROW) for s in sources] + [("GAN-CPCE", "GAN-CIRCLE")]
+    lines += ["Paired Wilcoxon signed-rank tests over subjects:"]
+    lines += [f"- {a} vs {b}: PSNR {paired_test(evaluation, a, b, 'psnr')}, SSIM "
+              f"{paired_test(evaluation, a, b, 'ssim')}." for a, b in pairs]
+    lines += [""]
     lines += ["k-space data consistency (+DC, no training):", *[dc_verdict(evaluation, LABELS[s.model])
                                                               for s in sources], ""]
     lines += ["## Configurations", "", *[line for s in sources for line in configuration_section(s)]]
@@ -94,6 +104,6 @@ def render(evaluation: Evaluation, sources: list[ModelSource], data: dict, figur
               "not stated, so its numbers are not comparable with the rows above.", ""]
     lines += ["## Deviations from the paper", ""]
     for source in sources:
-        lines += [f"- {LABELS[source.model]}: {deviations(source.model, source.perceptual)}"]
+        lines += [f"- {LABELS[source.model]}: {deviations(source.config)}"]
     lines += ["", "## Data provenance", "", data["provenance"], ""]
     return "\n".join(lines)

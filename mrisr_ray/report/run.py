@@ -8,13 +8,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mrisr_ray import tracking
-from mrisr_ray.data.cache import Cache, no_progress
+from mrisr_ray import runs, tracking
+from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
+from mrisr_ray.progress import no_progress
 from mrisr_ray.report import figures
 from mrisr_ray.report.evaluate import LABELS, LR_ROW, TV_ROW, Evaluation, choose_tv_weight, evaluate
 from mrisr_ray.report.markdown import render
-from mrisr_ray.report.sources import ModelSource, config_of, from_study, load_generator
+from mrisr_ray.report.sources import ModelSource, config_of, from_study, load_generator, perceptual_mode
+from mrisr_ray.runs import RunKind
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.workdir import Workdir
 
@@ -58,10 +60,10 @@ def retrained(request: ReportRequest, model: str, choice: str | None) -> ModelSo
     result = train(TrainRequest(config=config, cache=request.cache, workdir=request.workdir,
                                 tracking=request.tracking, fold=None, device=request.device,
                                 experiment=request.experiment, vgg_weights=request.vgg_weights,
-                                extra_tags={"kind": "retrain"}))
+                                kind=RunKind.RETRAIN))
     return ModelSource(model=model, config=config, generators=[load_generator(config, result.generator)],
                        how=f"{origin}, retrained on all non-test subjects (run {result.run_id})",
-                       perceptual=config.loss.perceptual if model == "cpce" else None)
+                       perceptual=perceptual_mode(config))
 
 
 def model_sources(request: ReportRequest, cache: Cache) -> list[ModelSource]:
@@ -132,9 +134,8 @@ def make_report(request: ReportRequest,
     report.write_text(render(evaluation, sources, data, [p.name for p in made]))
     metrics_csv = write_csv(evaluation, folder / "metrics.csv")
     t = request.tracking
-    run_id = tracking.start_run(t, request.experiment, "report", {
-        "kind": "report", "protocol_hash": cache.manifest.protocol_hash, "data": str(cache.path),
-        "models": "; ".join(s.how for s in sources), "git_commit": tracking.git_commit()})
+    run_id = tracking.start_run(t, request.experiment, "report",
+                                runs.report_tags(cache, "; ".join(s.how for s in sources)))
     for path in [report, metrics_csv, *made]:
         tracking.log_file(t, run_id, path)
     tracking.end_run(t, run_id, "FINISHED")

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mrisr_ray.config import Config, to_dict
+
 STATE_FILE = "state.pt"  # networks, optimizers, epoch, best, RNG states, config
 GENERATOR_FILE = "generator.pt"  # this epoch's LR → HR generator state_dict (for reports)
 
@@ -38,10 +40,16 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(folder: Path, epoch: int, steps_state: dict, generator_state: dict, best: Best,
-         config: dict) -> None:
-    torch.save({"epoch": epoch, "steps": steps_state, "best": asdict(best), "rng": rng_state(),
-                "config": config}, folder / STATE_FILE)
-    torch.save(generator_state, folder / GENERATOR_FILE)
+         config: Config) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    # Each file is written beside its final name and renamed: a crash mid-write leaves the
+    # previous epoch's file whole.
+    for name, payload in ((GENERATOR_FILE, generator_state),
+                          (STATE_FILE, {"epoch": epoch, "steps": steps_state, "best": asdict(best),
+                                        "rng": rng_state(), "config": to_dict(config)})):
+        partial = folder / f".{name}.partial"
+        torch.save(payload, partial)
+        partial.replace(folder / name)
 
 
 def state_sha256(state_dict: dict[str, torch.Tensor]) -> str:

@@ -1,10 +1,10 @@
-"""The GAN training loop of one worker: critic steps, generator step, schedule, validation,
-report, checkpoint. Ray, MLflow and the console stay outside, behind `EpochSink`."""
+"""The GAN training loop of one worker: the L1 warm-up epochs, then critic steps and a generator
+step per batch; schedule, validation, best epoch. Ray, MLflow, checkpoints and the console stay
+outside, behind `EpochSink` (`session.py` wires them)."""
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from mrisr_ray.config import Config
+from mrisr_ray.config import Config, warmup_epochs
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.data.patches import PatchSampler, SliceStore
 from mrisr_ray.inference import degrade_and_super_resolve
@@ -27,6 +27,15 @@ class EpochResult:
     epoch: int
     metrics: dict[str, float]  # losses, lr, throughput, val_psnr/val_ssim when validating
     best: Best
+    warmup: bool = False  # an L1 warm-up epoch (never the best: it is not a GAN result)
+
+    @property
+    def score(self) -> float:
+        """What epochs and checkpoints are ranked by: validation PSNR (the epoch itself without
+        validation); a warm-up epoch ranks below every other, since it is not a GAN result."""
+        if self.warmup:
+            return -1.0
+        return self.metrics.get("val_psnr", float(self.epoch))
     samples: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (LR, SR, HR) slices
 
 
@@ -60,8 +69,8 @@ def sample_slices(steps: GanSteps, cache: Cache, subjects: list[str], config: Co
     """(LR, SR, HR) of fixed mid-volume slices of the first validation subjects."""
     hr = np.stack([cache.slices(s)[len(cache.slices(s)) // 2]
                    for s in subjects[: config.train.sample_slices]])
-    lr, sr = degrade_and_super_resolve(steps.sr_generator, hr, cache.keep)
-    return lr, sr, hr
+    lq, sr = degrade_and_super_resolve(steps.sr_generator, hr, cache.keep)
+    return lq, sr, hr
 
 
 def mean_across_ranks(totals: dict[str, float], count: int, ctx: LoopContext) -> dict[str, float]:
@@ -72,46 +81,65 @@ def mean_across_ranks(totals: dict[str, float], count: int, ctx: LoopContext) ->
     return {k: float(v / values[-1]) for k, v in zip(keys, values[:-1], strict=True)}
 
 
+def add(totals: dict[str, torch.Tensor], losses: dict[str, torch.Tensor], weight: float = 1.0) -> None:
+    """Accumulate detached losses on the device: reading them per step would sync the host."""
+    for k, v in losses.items():
+        totals[k] = totals[k] + v * weight if k in totals else v * weight
+
+
+def train_epoch(steps: GanSteps, sampler: PatchSampler, epoch: int, warmup: bool, config: Config,
+                ctx: LoopContext) -> tuple[dict[str, torch.Tensor], int]:
+    """One epoch of updates: (summed losses, generator steps)."""
+    train, per_rank_batch = config.train, config.train.batch_size // ctx.world_size
+    critic_rng = np.random.default_rng([train.seed, epoch, ctx.rank])
+    totals: dict[str, torch.Tensor] = {}
+    generator_steps = 0
+    for batch in sampler.batches(epoch, per_rank_batch):
+        if warmup:
+            add(totals, steps.warmup_step(batch.lq, batch.gt))
+        else:
+            for _ in range(train.n_critic):
+                critic_batch = sampler.random_batch(critic_rng, per_rank_batch)
+                add(totals, steps.critic_step(critic_batch.lq, critic_batch.gt), 1 / train.n_critic)
+            add(totals, steps.generator_step(batch.lq, batch.gt))
+        generator_steps += 1
+    return totals, generator_steps
+
+
 def train_epochs(steps: GanSteps, sampler: PatchSampler, cache: Cache, val_subjects: list[str],
                  config: Config, ctx: LoopContext, start_epoch: int, best: Best,
                  sink: EpochSink) -> Best:
-    """Train from `start_epoch` (1-based) to `config.train.epochs`; `sink` gets every epoch."""
+    """Train from `start_epoch` (1-based) to `config.train.epochs`; `sink` gets every epoch.
+
+    The first `warmup_epochs` epochs (`train.warmup_fraction`) train the generators with L1 only;
+    the best epoch is chosen among the adversarial epochs after them."""
     train = config.train
-    per_rank_batch = train.batch_size // ctx.world_size
+    warmup = warmup_epochs(train)
     for epoch in range(start_epoch, train.epochs + 1):
         lr = learning_rate(epoch, train)
         steps.set_lr(lr)
         steps.train(True)
-        critic_rng = np.random.default_rng([train.seed, epoch, ctx.rank])
-        totals: dict[str, float] = defaultdict(float)
-        generator_steps, started = 0, time.perf_counter()
-        for batch in sampler.batches(epoch, per_rank_batch):
-            for _ in range(train.n_critic):
-                critic_batch = sampler.random_batch(critic_rng, per_rank_batch)
-                for k, v in steps.critic_step(critic_batch.lr, critic_batch.hr).items():
-                    totals[k] += float(v) / train.n_critic
-            for k, v in steps.generator_step(batch.lr, batch.hr).items():
-                totals[k] += float(v)
-            generator_steps += 1
-        metrics = mean_across_ranks(totals, generator_steps, ctx)
+        started = time.perf_counter()
+        totals, generator_steps = train_epoch(steps, sampler, epoch, epoch <= warmup, config, ctx)
+        metrics = mean_across_ranks({k: float(v) for k, v in totals.items()}, generator_steps, ctx)
         seconds = time.perf_counter() - started
-        metrics.update(lr=lr, patches_per_s=generator_steps * per_rank_batch * ctx.world_size / seconds,
-                       epoch_seconds=seconds)
+        per_rank_batch = train.batch_size // ctx.world_size
+        metrics.update(lr=lr, epoch_seconds=seconds,
+                       patches_per_s=generator_steps * per_rank_batch * ctx.world_size / seconds)
         samples = None
         if val_subjects:
             summary = summarize(validate(steps, cache, val_subjects, config, ctx))
             metrics.update(val_psnr=summary.psnr_mean, val_ssim=summary.ssim_mean)
-            score = summary.psnr_mean
             if ctx.rank == 0 and train.sample_slices:
                 samples = sample_slices(steps, cache, val_subjects, config)
-        else:
-            score = float(epoch)  # --all-train: the last epoch is the result
         if not all(np.isfinite(list(metrics.values()))):
             raise FloatingPointError(f"epoch {epoch}: non-finite losses {metrics}")
-        if score > best.score:
-            best = Best(score=score, epoch=epoch, psnr=metrics.get("val_psnr", float("nan")),
-                        ssim=metrics.get("val_ssim", float("nan")))
-        sink(EpochResult(epoch=epoch, metrics=metrics, best=best, samples=samples))
+        result = EpochResult(epoch=epoch, metrics=metrics, best=best, samples=samples, warmup=epoch <= warmup)
+        if not result.warmup and result.score > best.score:
+            result.best = best = Best(score=result.score, epoch=epoch,
+                                      psnr=metrics.get("val_psnr", float("nan")),
+                                      ssim=metrics.get("val_ssim", float("nan")))
+        sink(result)
     return best
 
 

@@ -10,26 +10,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from mrisr_ray import tracking
-from mrisr_ray.config import Config, config_yaml, flatten, from_dict, to_dict
+from mrisr_ray import runs, tracking
+from mrisr_ray.config import Config
 from mrisr_ray.data.cache import Cache
-from mrisr_ray.deviations import deviations
 from mrisr_ray.errors import RunFailed, UserInputError
+from mrisr_ray.models.vgg import with_resolved_weights
 from mrisr_ray.ray_runtime import check_cluster_request, check_local_request, ensure_ray
+from mrisr_ray.resources import Resources
+from mrisr_ray.runs import RunKind, TrialRef
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.train.checkpoint import GENERATOR_FILE
 from mrisr_ray.train.worker import FAIL_ONCE_ENV, WorkerSpec, train_worker
 from mrisr_ray.workdir import Workdir
-
-BEST_GENERATOR = "best_generator.pt"
 
 
 @dataclass
@@ -39,19 +36,16 @@ class TrainRequest:
     workdir: Workdir
     tracking: Tracking
     fold: int | None = 0  # None: --all-train
-    workers: int = 1
+    resources: Resources = field(default_factory=Resources)  # on CUDA: a GPU per worker unless shared
     device: str = "auto"  # auto | cpu | cuda
     experiment: str = tracking.DEFAULT_EXPERIMENT
     vgg_weights: str | None = None
     resume_run_id: str | None = None
     max_failures: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 1.0  # < 1 shares a GPU between trials (one worker per trial only)
     check_local: bool = True  # False inside a Tune trial: the study checked the cluster
     address: str | None = None
-    parent_run_id: str | None = None  # tune: the trial's run
-    run_name: str | None = None  # tune: "<trial>-fold<k>"; default unique per invocation
-    extra_tags: dict | None = None
+    kind: RunKind = RunKind.TRAIN  # FOLD inside a Tune trial, RETRAIN for `report --retrain`
+    trial: TrialRef | None = None  # a fold's trial: its parent run and its tags
 
 
 @dataclass
@@ -81,48 +75,38 @@ def fold_subjects(cache: Cache, fold: int | None) -> tuple[list[str], list[str]]
     return chosen.train, chosen.val
 
 
-def start_or_resume_run(request: TrainRequest, cache: Cache) -> tuple[str, Config, str]:
-    """(MLflow run id, config, Ray run name) of a new run or of the run being resumed."""
+def ray_run_name(request: TrainRequest) -> str:
+    """Unique per invocation; a fold's is "<trial id>-fold<k>"."""
+    if request.trial is not None:
+        return f"{request.trial.trial_id}-fold{request.fold}"
+    return f"{request.config.model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def resumed(request: TrainRequest, cache: Cache) -> tuple[Config, str]:
+    """(stored config, Ray run name) of the run `request.resume_run_id`, checked to be resumable."""
+    t, run_id = request.tracking, request.resume_run_id
+    try:
+        tags = tracking.run_tags(t, run_id)
+    except Exception:
+        raise UserInputError(f"--resume {run_id}: no such MLflow run in {t.uri}") from None
+    if runs.RAY_RUN_NAME not in tags:
+        raise UserInputError(f"--resume {run_id}: not an mrisr-ray training run")
+    if tags.get(runs.PROTOCOL_HASH) != cache.manifest.protocol_hash:
+        raise UserInputError(f"{cache.path}: data protocol {cache.manifest.protocol_hash} differs "
+                             f"from the run's {tags.get(runs.PROTOCOL_HASH)}")
+    return runs.load_run_config(t, run_id), tags[runs.RAY_RUN_NAME]
+
+
+def start_run(request: TrainRequest, config: Config, cache: Cache, ray_name: str) -> str:
+    """A new MLflow run: its tags, its config (params and config.yaml) and the splits it used."""
     t = request.tracking
-    if request.resume_run_id:
-        try:
-            tags = tracking.run_tags(t, request.resume_run_id)
-        except Exception:
-            raise UserInputError(f"--resume {request.resume_run_id}: no such MLflow run in "
-                                 f"{t.uri}") from None
-        if "ray_run_name" not in tags:
-            raise UserInputError(f"--resume {request.resume_run_id}: not an mrisr-ray training run")
-        if tags.get("protocol_hash") != cache.manifest.protocol_hash:
-            raise UserInputError(f"{cache.path}: data protocol {cache.manifest.protocol_hash} differs "
-                                 f"from the run's {tags.get('protocol_hash')}")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = t.client().download_artifacts(request.resume_run_id, "config.yaml", tmp)
-            config = from_dict(yaml.safe_load(Path(path).read_text()))
-        tracking.mark_running(t, request.resume_run_id)
-        return request.resume_run_id, config, tags["ray_run_name"]
-    config = request.config
-    name = request.run_name or f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    tags = {
-        "kind": "train",
-        "model": config.model,
-        "fold": "all-train" if request.fold is None else str(request.fold),
-        "git_commit": tracking.git_commit(),
-        "protocol_hash": cache.manifest.protocol_hash,
-        "data": str(cache.path),
-        "data_origin": "synthetic" if "synthetic" in cache.manifest.origin else "ixi",
-        "deviations": deviations(config.model, config.loss.perceptual),
-        "perceptual": config.loss.perceptual if config.model == "cpce" else "n/a",
-        "seed": str(config.train.seed),
-        "split_seed": str(cache.splits.seed),
-        "ray_storage_path": str(request.workdir.ray_storage),
-        "ray_run_name": name,
-        **(request.extra_tags or {}),
-    }
-    run_id = tracking.start_run(t, request.experiment, name, tags, request.parent_run_id)
-    tracking.log_params(t, run_id, flatten(config))
-    tracking.log_bytes(t, run_id, config_yaml(config).encode(), "config.yaml")
+    tags = runs.training_tags(request.kind, config, cache, request.fold, request.workdir.ray_storage,
+                              ray_name, request.trial)
+    run_id = tracking.start_run(t, request.experiment, ray_name, tags,
+                                request.trial.run_id if request.trial else None)
+    runs.log_config(t, run_id, config)
     tracking.log_file(t, run_id, cache.path / "splits.json")
-    return run_id, config, name
+    return run_id
 
 
 def train(request: TrainRequest) -> TrainResult:
@@ -131,38 +115,39 @@ def train(request: TrainRequest) -> TrainResult:
     from ray.train.torch import TorchTrainer
 
     cache = Cache.open(request.cache)
-    use_gpu = resolve_device(request.device)
+    resources = request.resources.on_gpu(resolve_device(request.device))
     if request.address is None and request.check_local:
-        check_local_request(request.workers, use_gpu, request.cpus_per_worker)
+        check_local_request(resources.workers, resources.use_gpu, resources.cpus_per_worker)
     train_subjects, val_subjects = fold_subjects(cache, request.fold)
-    if request.config.train.batch_size < request.workers:
-        raise UserInputError(f"train.batch_size {request.config.train.batch_size} is smaller than "
-                             f"--workers {request.workers}")
-    if request.config.model == "cpce" and request.config.loss.lambda_p > 0:
-        from mrisr_ray.models.vgg import build_perceptual
-
-        # Fail on missing VGG weights here, with the instructions, not inside a worker.
-        build_perceptual(request.config.loss.perceptual,
-                         request.vgg_weights or request.config.loss.vgg_weights)
+    if request.resume_run_id:
+        config, ray_name = resumed(request, cache)
+    else:
+        config, ray_name = request.config, ray_run_name(request)
+    if config.train.batch_size < resources.workers:
+        raise UserInputError(f"train.batch_size {config.train.batch_size} is smaller than "
+                             f"--workers {resources.workers}")
+    # Missing VGG weights stop here, with the instructions, not inside a worker.
+    config = with_resolved_weights(config, request.vgg_weights)
     ensure_ray(request.address)
-    check_cluster_request(request.workers, use_gpu, request.cpus_per_worker, request.gpus_per_worker)
-    run_id, config, ray_name = start_or_resume_run(request, cache)
+    check_cluster_request(resources.workers, resources.use_gpu, resources.cpus_per_worker,
+                          resources.gpus_per_worker)
     t = request.tracking
-    tracking.set_tags(t, run_id, {"device": "cuda" if use_gpu else "cpu",
-                                  "workers": request.workers})
-    spec = WorkerSpec(config=to_dict(config), cache=str(cache.path), train_subjects=train_subjects,
-                      val_subjects=val_subjects, tracking_uri=t.uri, run_id=run_id,
-                      vgg_weights=request.vgg_weights,
-                      threads=max(1, int(request.cpus_per_worker)),
+    if request.resume_run_id:
+        run_id = request.resume_run_id
+        tracking.mark_running(t, run_id)
+    else:
+        run_id = start_run(request, config, cache, ray_name)
+    tracking.set_tags(t, run_id, runs.resource_tags(resources))
+    spec = WorkerSpec(config=config, cache=str(cache.path), train_subjects=train_subjects,
+                      val_subjects=val_subjects, tracking=t, run_id=run_id,
+                      threads=max(1, int(resources.cpus_per_worker)),
                       fail_once=os.environ.get(FAIL_ONCE_ENV))
     request.workdir.ray_storage.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config=spec.__dict__,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=request.workers, use_gpu=use_gpu,
-            resources_per_worker={"CPU": request.cpus_per_worker,
-                                  **({"GPU": request.gpus_per_worker} if use_gpu else {})}),
+        train_loop_config={"spec": spec},
+        scaling_config=ray.train.ScalingConfig(num_workers=resources.workers, use_gpu=resources.use_gpu,
+                                               resources_per_worker=resources.per_worker()),
         run_config=ray.train.RunConfig(
             name=ray_name, storage_path=str(request.workdir.ray_storage),
             checkpoint_config=ray.train.CheckpointConfig(
@@ -190,13 +175,13 @@ def finish(request: TrainRequest, run_id: str, ray_name: str, result) -> TrainRe
     best = result.return_value
     best_checkpoint = max(result.best_checkpoints, key=lambda cm: cm[1]["score"])[0]
     storage = request.workdir.ray_storage / ray_name
-    generator = storage / BEST_GENERATOR
+    generator = storage / runs.GENERATOR_ARTIFACT
     with best_checkpoint.as_directory() as folder:
         shutil.copyfile(Path(folder) / GENERATOR_FILE, generator)
     tracking.log_file(t, run_id, generator)
     final = {"best_epoch": best["epoch"]}
     if best["psnr"] == best["psnr"]:  # validated (not --all-train)
-        final.update(best_val_psnr=best["psnr"], best_val_ssim=best["ssim"])
+        final.update({runs.BEST_PSNR: best["psnr"], runs.BEST_SSIM: best["ssim"]})
     tracking.log_metrics(t, run_id, final, step=best["epochs"])
     tracking.end_run(t, run_id, "FINISHED")
     return TrainResult(run_id=run_id, best_epoch=best["epoch"], best_psnr=best["psnr"],

@@ -1,21 +1,21 @@
-"""The Ray Train worker: everything Ray-, MLflow- and console-specific around `train_epochs`."""
+"""The Ray Train worker: DDP wrapping, Ray's checkpoint folder and a sink that reports to Ray and
+MLflow around the plain training session (`session.py`)."""
 
 from __future__ import annotations
 
-import random
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from mrisr_ray.config import from_dict
+from mrisr_ray.config import Config
 from mrisr_ray.data.cache import Cache
-from mrisr_ray.figures import sample_grid_png
-from mrisr_ray.steps import build_steps, unwrap
-from mrisr_ray.train import checkpoint
-from mrisr_ray.train.loop import EpochResult, LoopContext, make_sampler, train_epochs
+from mrisr_ray.plotting import sample_grid_png
+from mrisr_ray.tracking import Tracking
+from mrisr_ray.train.loop import EpochResult, LoopContext
+from mrisr_ray.train.session import train_session
 
 # Testing aid for recovery (read by the driver, passed to the workers): "EPOCH:MARKER" makes
 # rank 0 fail once right after epoch EPOCH's checkpoint; the MARKER file records that it
@@ -25,54 +25,36 @@ FAIL_ONCE_ENV = "MRISR_RAY_FAIL_ONCE"
 
 @dataclass
 class WorkerSpec:
-    config: dict
+    """What every worker of one training run gets (`train_loop_config={"spec": spec}`)."""
+
+    config: Config
     cache: str
     train_subjects: list[str]
     val_subjects: list[str]
-    tracking_uri: str | None
+    tracking: Tracking | None
     run_id: str | None
-    vgg_weights: str | None = None
     threads: int = 1
     fail_once: str | None = None  # FAIL_ONCE_ENV plan
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.backends.cudnn.benchmark = True
-
-
 class RaySink:
-    """Per epoch: rank 0 writes the checkpoint, logs to MLflow and prints a line; every rank
-    then calls `ray.train.report` (a barrier: all ranks must report equally often)."""
+    """Per epoch: rank 0 logs to MLflow and prints a line, then every rank calls
+    `ray.train.report` (a barrier: all ranks must report equally often), rank 0 with the
+    checkpoint folder the session has just written."""
 
-    def __init__(self, spec: WorkerSpec, steps, rank: int, epochs: int):
-        self.spec, self.steps, self.rank, self.epochs = spec, steps, rank, epochs
-        self.tracking = None
-        if rank == 0 and spec.run_id:
-            from mrisr_ray.tracking import Tracking
-
-            self.tracking = Tracking(uri=spec.tracking_uri)
+    def __init__(self, spec: WorkerSpec, rank: int, checkpoint_dir: Path):
+        self.spec, self.rank, self.checkpoint_dir = spec, rank, checkpoint_dir
+        self.tracking = spec.tracking if rank == 0 and spec.run_id else None
 
     def __call__(self, result: EpochResult) -> None:
         import ray.train
 
-        report = {**result.metrics, "epoch": result.epoch,
-                  "score": result.metrics.get("val_psnr", float(result.epoch))}
+        report = {**result.metrics, "epoch": result.epoch, "score": result.score}
         if self.rank != 0:
             ray.train.report(report, checkpoint=None)
             return
         self.log(result)
-        with tempfile.TemporaryDirectory() as folder:
-            checkpoint.save(Path(folder), result.epoch, self.steps.state_dict(),
-                            unwrap(self.steps.generators["G"]).state_dict(), result.best,
-                            self.spec.config)
-            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(self.checkpoint_dir))
         self.maybe_fail(result.epoch)
 
     def resumed(self, epoch: int, generator_sha256: str) -> None:
@@ -84,11 +66,11 @@ class RaySink:
                 "resumed_from_epoch": epoch, "resumed_generator_sha256": generator_sha256})
 
     def log(self, result: EpochResult) -> None:
-        m = result.metrics
+        m, epochs = result.metrics, self.spec.config.train.epochs
         val = f" val PSNR {m['val_psnr']:.2f} dB SSIM {m['val_ssim']:.4f}" if "val_psnr" in m else ""
-        print(f"[mrisr-ray] epoch {result.epoch}/{self.epochs} g_loss {m['g_loss']:.4f} "
-              f"d_loss {m['d_loss']:.4f} lr {m['lr']:.2e} {m['patches_per_s']:.0f} patches/s{val}",
-              flush=True)
+        phase = " (L1 warm-up)" if result.warmup else f" d_loss {m['d_loss']:.4f}"
+        print(f"[mrisr-ray] epoch {result.epoch}/{epochs} g_loss {m['g_loss']:.4f}{phase} "
+              f"lr {m['lr']:.2e} {m['patches_per_s']:.0f} patches/s{val}", flush=True)
         if self.tracking is None:
             return
         from mrisr_ray import tracking
@@ -109,18 +91,17 @@ class RaySink:
             raise RuntimeError(f"injected failure after epoch {epoch} ({FAIL_ONCE_ENV})")
 
 
-def train_worker(setup: dict) -> dict:
+def train_worker(loop_config: dict) -> dict:
     """Entry point of every Ray Train worker (`TorchTrainer(train_worker, ...)`)."""
     import ray.train
     import ray.train.torch
 
-    spec = WorkerSpec(**setup)
-    config = from_dict(spec.config)
+    spec: WorkerSpec = loop_config["spec"]
+    config = spec.config
     context = ray.train.get_context()
     ctx = LoopContext(rank=context.get_world_rank(), world_size=context.get_world_size(),
                       device=ray.train.torch.get_device())
     torch.set_num_threads(spec.threads)
-    seed_everything(config.train.seed + ctx.rank, config.train.deterministic)
     on_gpu = ctx.device.type == "cuda"
 
     def wrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -129,28 +110,14 @@ def train_worker(setup: dict) -> dict:
         return ray.train.torch.prepare_model(
             module, parallel_strategy_kwargs={"forward_sync_buffers": False})
 
-    steps = build_steps(config, ctx.device, wrap, spec.vgg_weights)
-    if config.train.compile:  # generators and VGG only: the GP's double backward does not compile
-        steps.generators = {k: torch.compile(g) for k, g in steps.generators.items()}
-        if getattr(steps, "perceptual", None) is not None:
-            steps.perceptual = torch.compile(steps.perceptual)
-
-    sink = RaySink(spec, steps, ctx.rank, config.train.epochs)
-    start_epoch, best = 1, checkpoint.Best()
-    restored = ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as folder:
-            state = checkpoint.load(Path(folder))
-        steps.load_state_dict(state["steps"])
-        checkpoint.set_rng_state(state["rng"])
-        start_epoch, best = state["epoch"] + 1, state["best"]
-        if ctx.rank == 0:
-            sink.resumed(state["epoch"], checkpoint.state_sha256(steps.sr_generator.state_dict()))
-
-    cache = Cache.open(spec.cache)
-    sampler = make_sampler(cache, spec.train_subjects, config, ctx)
-    if len(sampler.epoch_positions(1)) < config.train.batch_size // ctx.world_size:
-        raise ValueError(f"{sampler.patches_per_epoch} patches per epoch are fewer than one batch "
-                         f"of {config.train.batch_size}")
-    best = train_epochs(steps, sampler, cache, spec.val_subjects, config, ctx, start_epoch, best, sink)
-    return {**asdict(best), "start_epoch": start_epoch, "epochs": config.train.epochs}
+    with tempfile.TemporaryDirectory() as scratch:
+        checkpoint_dir = Path(scratch) / "checkpoint"  # every rank restores; rank 0 writes
+        restored = ray.train.get_checkpoint()
+        if restored is not None:
+            with restored.as_directory() as folder:
+                shutil.copytree(folder, checkpoint_dir)
+        sink = RaySink(spec, ctx.rank, checkpoint_dir)
+        result = train_session(config, Cache.open(spec.cache), spec.train_subjects, spec.val_subjects,
+                               ctx, checkpoint_dir, sink, wrap,
+                               on_resume=sink.resumed if ctx.rank == 0 else None)
+    return {**asdict(result.best), "start_epoch": result.start_epoch, "epochs": config.train.epochs}

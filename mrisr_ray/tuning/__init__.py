@@ -1,1 +1,2 @@
-"""Tuning: search spaces, the cross-validation trial, and the Ray Tune + Optuna study."""
+"""Tuning: search spaces, the plan of a study, the cross-validation trial, the Ray Tune + Optuna
+study and its outcomes."""

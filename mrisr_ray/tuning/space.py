@@ -61,9 +61,10 @@ class SearchSpace:
 
     def defaults(self, config: Config) -> dict[str, Any]:
         """The base config's value of every dimension (trial 0: the paper's configuration)."""
-        flat = {}
+        # Plain values (tuples as lists), as the space's choices and Optuna's params hold them.
+        flat, values = {}, to_dict(config)
         for d in self.dimensions:
-            value: Any = to_dict(config)
+            value: Any = values
             for key in d.name.split("."):
                 value = value[key]
             if not d.contains(value):
@@ -71,9 +72,6 @@ class SearchSpace:
                                      f"{value!r} lies outside the range, so trial 0 cannot run it")
             flat[d.name] = value
         return flat
-
-    def to_yaml(self) -> str:
-        return self.path.read_text()
 
 
 def default_space_path(model: str) -> Path:

@@ -11,8 +11,8 @@ def test_lr_is_made_on_the_whole_slice_then_cropped_with_hr(tiny_synthetic_cache
     sampler = PatchSampler(store, size=64, mode="grid", keep=cache.keep, seed=1)
     positions = sampler.epoch_positions(0)[:12]
     batch = sampler.make_batch(positions)
-    assert batch.lr.shape == batch.hr.shape == (12, 1, 64, 64)
-    for (index, row, col), lr, hr in zip(positions, batch.lr, batch.hr, strict=True):
+    assert batch.lq.shape == batch.gt.shape == (12, 1, 64, 64)
+    for (index, row, col), lr, hr in zip(positions, batch.lq, batch.gt, strict=True):
         whole = torch.from_numpy(store.slices(np.array([index]))[0])
         torch.testing.assert_close(hr[0], whole[row : row + 64, col : col + 64])
         torch.testing.assert_close(lr[0], degrade(whole)[row : row + 64, col : col + 64])
@@ -46,6 +46,6 @@ def test_random_mode_is_foreground_biased(tiny_synthetic_cache):
     sampler = PatchSampler(store, size=32, mode="random", seed=0, foreground_bias=1.0)
     batches = list(sampler.batches(0, batch_size=16))
     assert len(batches) == sampler.patches_per_epoch // 16
-    hr = torch.cat([b.hr for b in batches])
+    hr = torch.cat([b.gt for b in batches])
     # Every patch is centred on a foreground pixel.
     assert (hr[:, 0, 16, 16] > 0.05).float().mean() == 1.0

@@ -8,7 +8,7 @@ from mrisr_ray.data.volume import foreground_slices
 
 # Zero-filled LR PSNR (per-slice mean over the slices the foreground rule keeps) of the real IXI
 # subject in ../shared, measured with this code: 35.95 dB. On all 105 brain slices it is 37.5 dB
-# (design.md §3); the product scores kept slices, so the band is anchored on the same rule.
+# (docs/data.md); the product scores kept slices, so the band is anchored on the same rule.
 REAL_LR_PSNR = 35.95
 
 

@@ -1,8 +1,10 @@
+import numpy as np
 import pytest
 import torch
 
-from mrisr_ray.models import CircleCritic, CircleGenerator, CPCECritic, CPCEGenerator
-from mrisr_ray.models.circle import CircleConfig, block_widths
+from mrisr_ray.models.circle import CircleCritic, CircleGenerator, block_widths
+from mrisr_ray.models.configs import CircleConfig, CPCEConfig
+from mrisr_ray.models.cpce import CPCECritic, CPCEGenerator
 
 
 def count(module: torch.nn.Module) -> int:
@@ -47,19 +49,44 @@ def test_circle_parameter_counts_match_docs():
     assert count(CircleCritic(64)) == convs + norms + (512 * 4 * 4 * 1024 + 1024) + 1025 == 11_146_945
 
 
-def test_cpce_output_is_non_negative_and_circle_is_residual():
-    x = torch.rand(1, 1, 32, 32)
-    assert CPCEGenerator()(x).min() >= 0
-    g = CircleGenerator(CircleConfig(dropout=0.0)).eval()
-    torch.nn.init.zeros_(g.reconstruct.weight)
-    torch.testing.assert_close(g(x), x)  # zero residual: output = input
+def test_untrained_generators_return_their_input_and_the_official_cpce_is_non_negative():
+    x = torch.rand(1, 1, 32, 32) - 0.2
+    torch.testing.assert_close(CPCEGenerator()(x), x)
+    torch.testing.assert_close(CircleGenerator(CircleConfig(dropout=0.0)).eval()(x), x)
+    official = CPCEGenerator(CPCEConfig(residual=False))(x)
+    assert official.min() >= 0 and official.abs().max() > 0
+
+
+def test_residual_generators_learn_from_their_zero_initialised_last_layer():
+    x = torch.rand(2, 1, 32, 32)
+    for g in (CPCEGenerator(), CircleGenerator(CircleConfig(dropout=0.0))):
+        g(x).square().mean().backward()
+        grads = [p.grad for p in g.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+        assert grads, "no parameter receives a gradient at initialisation"
 
 
 def test_dropout_is_off_in_eval_mode():
     torch.manual_seed(0)
     g = CircleGenerator(CircleConfig(dropout=0.5))
+    torch.nn.init.normal_(g.reconstruct.weight)  # a trained G: its residual is not zero
     x = torch.rand(1, 1, 32, 32)
     g.train()
     assert not torch.allclose(g(x), g(x))
     g.eval()
     torch.testing.assert_close(g(x), g(x))
+
+
+@pytest.mark.parametrize("model", ["cpce", "circle"])
+def test_each_untrained_generator_scores_as_its_lr_input_on_validation_slices(tiny_synthetic_cache, model):
+    from mrisr_ray.config import load_config
+    from mrisr_ray.data.cache import Cache
+    from mrisr_ray.inference import degrade_and_super_resolve
+    from mrisr_ray.metrics import score_subject
+    from mrisr_ray.registry import model_spec
+
+    cache = Cache.open(tiny_synthetic_cache)
+    generator = model_spec(model).generator(load_config(model))
+    for subject in cache.splits.fold(0).val:
+        hr = np.asarray(cache.slices(subject, 2))
+        lq, sr = degrade_and_super_resolve(generator, hr, cache.keep)
+        assert abs(score_subject(subject, sr, hr).psnr - score_subject(subject, lq, hr).psnr) < 0.1

@@ -84,3 +84,24 @@ def test_state_dict_round_trip():
     b.train(False)
     torch.testing.assert_close(a.sr_generator(lr), b.sr_generator(lr))
     assert b.opt_g.state_dict()["state"].keys() == a.opt_g.state_dict()["state"].keys()
+
+
+@pytest.mark.parametrize("model", ["cpce", "circle"])
+def test_warmup_steps_train_the_generators_with_l1_and_leave_the_critics_alone(model):
+    steps = tiny_steps(model)
+    lq, gt = batch()
+    critics = [p.clone() for d in steps.critics.values() for p in d.parameters()]
+    values = [steps.warmup_step(lq, gt)["g_l1"].item() for _ in range(10)]
+    assert values[-1] < values[0], values
+    after = [p for d in steps.critics.values() for p in d.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(critics, after, strict=True))
+    assert steps.opt_d.state_dict()["state"] == {}  # no critic update, not even a zero one
+
+
+@pytest.mark.parametrize("model", ["cpce", "circle"])
+def test_lambda_adv_scales_the_adversarial_term(model):
+    lq, gt = batch()
+    full = tiny_steps(model).generator_step(lq, gt)
+    half = tiny_steps(model, "loss.lambda_adv=0.5").generator_step(lq, gt)
+    torch.testing.assert_close(full["g_adv"], half["g_adv"])
+    torch.testing.assert_close(full["g_loss"] - half["g_loss"], 0.5 * full["g_adv"])

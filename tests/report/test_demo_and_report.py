@@ -56,9 +56,12 @@ def test_demo_prints_the_table_timing_and_where_things_are(demo):
                  "best_cpce.yaml", "best_circle.yaml"):
         assert (workdir / "reports" / name).is_file(), name
     report = (workdir / "reports" / "report.md").read_text()
-    assert "Paired Wilcoxon signed-rank test" in report and "(n = 6)" in report
+    assert "Paired Wilcoxon signed-rank tests" in report and "(n = 6)" in report
+    assert "GAN-CPCE vs LR input (zero-filled): PSNR p = " in report
     assert "random_vgg" in report or "vgg" in report
-    assert "Deviations from the paper" in report and "Paper-default trial" in report
+    assert "Deviations from the paper" in report
+    # The demo's trial 0 is its base configuration, the recipe, and the report says so.
+    assert "Trial 0 of the same study (its base configuration, with L1 warm-up 2 of 4 epochs" in report
 
 
 def test_lr_row_equals_an_independent_numpy_computation(demo):

@@ -9,6 +9,7 @@ from helpers import TINY_RUN
 from mrisr_ray import tracking
 from mrisr_ray.config import load_config
 from mrisr_ray.errors import RunFailed
+from mrisr_ray.resources import Resources
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.train.checkpoint import GENERATOR_FILE, state_sha256
 from mrisr_ray.train.run import TrainRequest, train
@@ -21,8 +22,8 @@ pytestmark = pytest.mark.ray
 def request(tmp_path: Path, cache: Path, model: str, **kwargs) -> TrainRequest:
     workdir = Workdir(tmp_path / "work")
     return TrainRequest(config=load_config(model, overrides=TINY_RUN), cache=cache, workdir=workdir,
-                        tracking=Tracking.for_workdir(workdir), workers=2, device="cpu",
-                        cpus_per_worker=1, **kwargs)
+                        tracking=Tracking.for_workdir(workdir), resources=Resources(workers=2),
+                        device="cpu", **kwargs)
 
 
 def metric_steps(t: Tracking, run_id: str, key: str) -> list[int]:

@@ -3,8 +3,8 @@ import pytest
 
 from mrisr_ray.config import load_config
 from mrisr_ray.errors import UserInputError
+from mrisr_ray.tuning.outcomes import TrialOutcome, select_best
 from mrisr_ray.tuning.space import default_space_path, load_space
-from mrisr_ray.tuning.study import TrialOutcome, select_best
 
 
 @pytest.mark.parametrize("model", ["cpce", "circle"])
@@ -17,7 +17,11 @@ def test_default_spaces_load_and_contain_the_paper_configuration(model):
         assert {"loss.lambda_jst", "loss.tau", "circle.dropout"} <= set(defaults)
     else:
         assert defaults == {"loss.lambda_p": 0.1, "train.lr": 1e-4, "train.decay_start": 0.5,
-                            "train.n_critic": 4, "train.batch_size": 128}
+                            "train.n_critic": 4, "train.batch_size": 128, "loss.lambda_adv": 1.0,
+                            "loss.lambda_l1": 0.0, "train.warmup_fraction": 0.0}
+    # Trial 0 runs the paper's losses: no warm-up, λ_adv 1, no supervised L1.
+    assert {k: defaults[k] for k in ("loss.lambda_adv", "loss.lambda_l1", "train.warmup_fraction")} \
+        == {"loss.lambda_adv": 1.0, "loss.lambda_l1": 0.0, "train.warmup_fraction": 0.0}
     trial = optuna.trial.FixedTrial(defaults)
     space.define_by_run(trial)  # every dimension suggests from the trial
     assert trial.params == defaults

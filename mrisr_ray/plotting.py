@@ -1,19 +1,27 @@
-"""Figures: the per-epoch sample grid (LR | SR | HR | error) written as PNG bytes."""
+"""Plotting shared by training, tuning, the report and the benchmarks: matplotlib without a
+display, and the per-epoch sample grid (LR | SR | HR | error) as PNG bytes."""
 
 from __future__ import annotations
 
 import io
+from types import ModuleType
 
 import numpy as np
 
 
-def sample_grid_png(lr: np.ndarray, sr: np.ndarray, hr: np.ndarray, title: str = "") -> bytes:
-    """PNG of one row per slice, columns LR | SR | HR | |SR − HR| for (n, H, W) arrays."""
+def pyplot() -> ModuleType:
+    """matplotlib.pyplot on the Agg backend (workers and CI have no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def sample_grid_png(lr: np.ndarray, sr: np.ndarray, hr: np.ndarray, title: str = "") -> bytes:
+    """PNG of one row per slice, columns LR | SR | HR | |SR − HR| for (n, H, W) arrays."""
+    plt = pyplot()
     rows = len(hr)
     fig, axes = plt.subplots(rows, 4, figsize=(10, 2.6 * rows), squeeze=False)
     error_max = max(float(np.abs(sr - hr).max()), 1e-6)

@@ -1,0 +1,160 @@
+"""Does each GAN super-resolve? Validation PSNR/SSIM per epoch beside the LR input's, on the same
+slices, for the paper's losses and for the recipe, in a fixed wall-clock budget per run.
+
+Trains without Ray (`mrisr_ray.train.session.train_session`) on the synthetic cohort, fold 0,
+with the demo-sized architectures of `configs/demo_<model>.yaml` (which carry the recipe: L1
+warm-up, then the GAN losses beside a supervised L1 with a small adversarial weight) and random
+VGG-19 features (no ImageNet weights can be downloaded here). The paper variant is the same
+config with the paper's losses (no warm-up, λ_adv 1, λ_l1 0). The budget fixes the patches per
+epoch: a short calibration times a warm-up step, a GAN iteration and a validation pass first.
+Target (2 CPU cores, 10 minutes per model): the recipe beats the LR input by >= +1.5 dB PSNR
+and >= +0.02 SSIM after its adversarial phase. Writes reports/benchmarks/convergence.json and
+convergence.png.
+
+    python benchmarks/convergence.py [--minutes 10] [--models cpce circle] [--variants recipe paper]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import RESULTS, write_result
+
+from mrisr_ray.config import Config, load_config, warmup_epochs
+from mrisr_ray.data.cache import Cache
+from mrisr_ray.data.degrade import degrade
+from mrisr_ray.data.synthetic import prepare_synthetic_cache
+from mrisr_ray.defaults import defaults_dir
+from mrisr_ray.metrics import score_subject, summarize
+from mrisr_ray.plotting import pyplot
+from mrisr_ray.steps import build_steps
+from mrisr_ray.train.loop import LoopContext, validate
+from mrisr_ray.train.session import train_session
+
+PAPER_LOSSES = ["train.warmup_fraction=0.0", "loss.lambda_adv=1.0", "loss.lambda_l1=0.0"]
+VARIANTS = {"recipe": [], "paper": PAPER_LOSSES}
+
+
+def lr_input_scores(cache: Cache, subjects: list[str], config: Config) -> tuple[float, float]:
+    """Mean PSNR/SSIM over validation subjects of the zero-filled input, on the slices
+    validation scores."""
+    scores = []
+    for subject in subjects:
+        hr = np.asarray(cache.slices(subject, config.train.val_max_slices))
+        scores.append(score_subject(subject, degrade(torch.from_numpy(hr), cache.keep).numpy(), hr))
+    summary = summarize(scores)
+    return summary.psnr_mean, summary.ssim_mean
+
+
+def seconds_per_patch(config: Config, cache: Cache, val: list[str]) -> tuple[float, float, float]:
+    """(warm-up s/patch, GAN s/patch, s per validation pass), timed on this machine."""
+    steps = build_steps(config)
+    b, p = config.train.batch_size, config.data.patch_size
+    lq, gt = torch.rand(b, 1, p, p), torch.rand(b, 1, p, p)
+
+    def timed(step, repeats: int = 3) -> float:
+        step()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            step()
+        return (time.perf_counter() - started) / repeats
+
+    warmup = timed(lambda: steps.warmup_step(lq, gt)) / b
+    critic = timed(lambda: steps.critic_step(lq, gt))
+    gan = (config.train.n_critic * critic + timed(lambda: steps.generator_step(lq, gt))) / b
+    started = time.perf_counter()
+    validate(steps, cache, val, config, LoopContext())
+    return warmup, gan, time.perf_counter() - started
+
+
+def run(model: str, variant: str, cache: Cache, epochs: int, budget_s: float, extra: list[str]) -> dict:
+    overrides = [*VARIANTS[variant], *extra]
+    config = load_config(model, defaults_dir("configs") / f"demo_{model}.yaml",
+                         ["loss.perceptual=random_vgg", f"train.epochs={epochs}", "train.sample_slices=0",
+                          "train.val_max_slices=4", *overrides])
+    fold = cache.splits.fold(0)
+    warm_s, gan_s, val_s = seconds_per_patch(config, cache, fold.val)
+    warm = warmup_epochs(config.train)
+    per_epoch = (budget_s - epochs * val_s) / (warm * warm_s + (epochs - warm) * gan_s)
+    batch = config.train.batch_size
+    config.train.max_patches_per_epoch = max(batch, int(per_epoch) // batch * batch)
+    lr_psnr, lr_ssim = lr_input_scores(cache, fold.val, config)
+    curve: list[dict] = []
+    started = time.perf_counter()
+
+    def sink(result) -> None:
+        m = result.metrics
+        curve.append({"epoch": result.epoch, "warmup": result.warmup,
+                      "seconds": time.perf_counter() - started,
+                      "val_psnr": m["val_psnr"], "val_ssim": m["val_ssim"],
+                      "psnr_gain": m["val_psnr"] - lr_psnr, "ssim_gain": m["val_ssim"] - lr_ssim})
+        print(f"  {model} {variant} epoch {result.epoch}/{epochs}{' warm-up' if result.warmup else ''}: "
+              f"{m['val_psnr']:.2f} dB ({m['val_psnr'] - lr_psnr:+.2f}), SSIM {m['val_ssim']:.4f} "
+              f"({m['val_ssim'] - lr_ssim:+.4f}), {time.perf_counter() - started:.0f} s", flush=True)
+
+    with tempfile.TemporaryDirectory() as folder:
+        train_session(config, cache, fold.train, fold.val, LoopContext(), Path(folder), sink)
+    last = curve[-1]
+    return {"model": model, "variant": variant, "overrides": overrides, "epochs": epochs,
+            "budget_minutes": budget_s / 60,
+            "warmup_epochs": warm, "patches_per_epoch": config.train.max_patches_per_epoch,
+            "seconds": round(last["seconds"], 1), "lr_input": {"psnr": lr_psnr, "ssim": lr_ssim},
+            "final": {"psnr_gain": last["psnr_gain"], "ssim_gain": last["ssim_gain"]},
+            "val_slices": len(fold.val) * config.train.val_max_slices, "curve": curve}
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    plt = pyplot()
+    fig, axes = plt.subplots(2, len({r["model"] for r in rows}), figsize=(11, 7), squeeze=False)
+    for col, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
+        for row in (r for r in rows if r["model"] == model):
+            epochs = [c["epoch"] for c in row["curve"]]
+            for ax, key in zip(axes[:, col], ("psnr_gain", "ssim_gain"), strict=True):
+                ax.plot(epochs, [c[key] for c in row["curve"]], marker="o", label=row["variant"])
+                if row["warmup_epochs"]:
+                    ax.axvspan(0.5, row["warmup_epochs"] + 0.5, color="0.9")
+        for ax, name in zip(axes[:, col], ("PSNR gain over LR input (dB)", "SSIM gain over LR input"),
+                            strict=True):
+            ax.axhline(0, color="k", lw=0.8)
+            ax.set(title=f"{model}: {name}", xlabel="epoch (grey: L1 warm-up)")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget per run")
+    parser.add_argument("--paper-minutes", type=float, help="budget of the paper variant (default --minutes)")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--models", nargs="+", default=["cpce", "circle"])
+    parser.add_argument("--variants", nargs="+", default=["recipe", "paper"], choices=list(VARIANTS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="extra config override for every run, e.g. train.lr=2e-4")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "synthetic"
+        prepare_synthetic_cache(path, n_subjects=20, n_slices=16, n_folds=2, test_fraction=0.3)
+        cache = Cache.open(path)
+        minutes = {"recipe": args.minutes, "paper": args.paper_minutes or args.minutes}
+        rows = [run(m, v, cache, args.epochs, minutes[v] * 60, args.overrides)
+                for m in args.models for v in args.variants]
+    for r in rows:
+        print(f"{r['model']:6s} {r['variant']:6s}: {r['final']['psnr_gain']:+.2f} dB, "
+              f"SSIM {r['final']['ssim_gain']:+.4f} over the LR input after {r['seconds']:.0f} s")
+    result = write_result("convergence", {"minutes": minutes, "threads": args.threads, "rows": rows})
+    print(f"-> {result}, {plot(rows, RESULTS / 'convergence.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The one registry of models: everything the rest of mrisr-ray needs to know about a model.
+
+A third model (an ablation, a plain residual CNN) is one `ModelSpec` entry here plus one
+architecture file under `models/` (and its config section in `models/configs.py`). Factories
+import torch lazily, so reading a config or a registry entry never does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mrisr_ray.errors import UserInputError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from mrisr_ray.config import Config
+    from mrisr_ray.steps import GanSteps
+
+SHARED_KEYS = ("model", "data.", "train.", "loss.gp_weight", "loss.lambda_adv", "loss.lambda_l1")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # the `model:` value of a config, the --model choice
+    label: str  # how reports and the console name it
+    generator: Callable[[Config], nn.Module]  # the LR → HR generator of a config
+    steps: Callable[..., GanSteps]  # (config, device, wrap) → networks, optimizers, losses
+    loss_keys: tuple[str, ...]  # the loss weights that belong to this model
+    deviations: tuple[str, ...]  # from the paper, always active (shared ones: deviations.py)
+    switched_deviations: Callable[[Config], list[str]] = lambda config: []  # chosen by the config
+    perceptual: bool = False  # has a VGG perceptual term (loss.perceptual, loss.lambda_p)
+
+    @property
+    def param_keys(self) -> tuple[str, ...]:
+        """Dotted config keys (or prefixes ending in '.') that describe a run of this model."""
+        return (*SHARED_KEYS, f"{self.name}.", *self.loss_keys)
+
+    def owns(self, key: str) -> bool:
+        return any(key == k or (k.endswith(".") and key.startswith(k)) for k in self.param_keys)
+
+
+def _cpce_generator(config: Config) -> nn.Module:
+    from mrisr_ray.models.cpce import CPCEGenerator
+
+    return CPCEGenerator(config.cpce)
+
+
+def _cpce_steps(config: Config, device: Any, wrap: Callable) -> GanSteps:
+    from mrisr_ray.steps import CPCESteps
+
+    return CPCESteps(config, device, wrap)
+
+
+def _cpce_switched_deviations(config: Config) -> list[str]:
+    if not config.cpce.residual:
+        return []
+    return ["generator: residual output LR + deconv8(...), deconv8 zero-initialised, no final ReLU "
+            "(official code: ReLU output, no path from the input)"]
+
+
+def _circle_generator(config: Config) -> nn.Module:
+    from mrisr_ray.models.circle import CircleGenerator
+
+    return CircleGenerator(config.circle)
+
+
+def _circle_steps(config: Config, device: Any, wrap: Callable) -> GanSteps:
+    from mrisr_ray.steps import CircleSteps
+
+    return CircleSteps(config, device, wrap)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "cpce": ModelSpec(
+        name="cpce", label="GAN-CPCE", generator=_cpce_generator, steps=_cpce_steps,
+        loss_keys=("loss.perceptual", "loss.vgg_weights", "loss.lambda_p"), perceptual=True,
+        switched_deviations=_cpce_switched_deviations,
+        deviations=(
+            "VGG-19: torchvision weights with ImageNet mean/std (paper: Caffe BGR)",
+            "lr schedule: the MRI paper's (1e-4 then linear to 2e-6), not the CT code's 1e-4/(e+1)",
+        )),
+    "circle": ModelSpec(
+        name="circle", label="GAN-CIRCLE", generator=_circle_generator, steps=_circle_steps,
+        loss_keys=("loss.lambda_cycle", "loss.lambda_identity", "loss.lambda_jst", "loss.tau"),
+        deviations=(
+            "same-grid G and F: stride 1, no up/down-sampling, global residual",
+            "G and F: last layer zero-initialised, so both start as the identity",
+            "reconstruction: A 24, B 8->8, one 3x3 conv 32->1",
+            "dropout p=0.2 active in training (official code: inactive)",
+            "critic: 4 stages 4x4/s2 64-512 + FC 1024 + FC 1 (official code: PatchGAN)",
+            "JST on G(x) with tau; GP weight 10; Adam (0.5, 0.999); 4 critic steps",
+        )),
+}
+
+
+def model_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise UserInputError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}") from None

@@ -1,0 +1,37 @@
+"""What one training asks of Ray: its DDP workers and the CPUs and GPUs of each worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Resources:
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0  # 0: train on CPUs; < 1 shares a GPU (one worker only: DDP)
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
+
+    @property
+    def cpus(self) -> float:
+        return self.workers * self.cpus_per_worker
+
+    @property
+    def gpus(self) -> float:
+        return self.workers * self.gpus_per_worker
+
+    def on_gpu(self, use_gpu: bool) -> Resources:
+        """These resources for a training on GPUs (a whole GPU per worker unless a share is set)
+        or on CPUs (no GPU asked for)."""
+        return replace(self, gpus_per_worker=(self.gpus_per_worker or 1.0) if use_gpu else 0.0)
+
+    def per_worker(self) -> dict[str, float]:
+        """Ray's `resources_per_worker`."""
+        return {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.use_gpu else {})}
+
+    def describe(self) -> str:
+        gpu = f", {self.gpus_per_worker:g} GPU" if self.use_gpu else ""
+        return f"{self.workers} worker(s) × ({self.cpus_per_worker:g} CPU{gpu})"

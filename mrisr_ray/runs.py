@@ -1,0 +1,239 @@
+"""The MLflow run schema of mrisr-ray: the kinds of runs, the tags each one carries, and the
+queries that find them again. Every tag name and every filter string lives here; `tracking.py`
+does the MLflow calls.
+
+    study ▸ trial ▸ fold    `tune`: a study run, a run per configuration, a training per CV fold
+    train                   `train`
+    retrain, report         `report --retrain` trainings, and the report itself
+
+The names and values below are those that existing stores hold: changing one hides older runs.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+from mlflow.entities import Run
+
+from mrisr_ray import tracking
+from mrisr_ray.config import Config, config_yaml, from_dict, model_params
+from mrisr_ray.deviations import deviations
+from mrisr_ray.registry import model_spec
+from mrisr_ray.tracking import Tracking
+
+if TYPE_CHECKING:
+    from mrisr_ray.data.cache import Cache
+    from mrisr_ray.resources import Resources
+
+# Tag names.
+KIND = "kind"
+MODEL = "model"
+STUDY = "study"
+TRIAL_ID = "trial_id"
+FOLD = "fold"
+STATE = "state"  # of a trial run
+BEST_TRIAL = "best_trial"  # of a finished study run
+DEFAULT_CONFIG = "default_config"  # "true" on the trial run of the study's base configuration
+PROTOCOL_HASH = "protocol_hash"
+RAY_RUN_NAME = "ray_run_name"  # of a training run: the Ray Train run it resumes from
+
+ALL_TRAIN = "all-train"  # the `fold` of a training on every non-test subject
+CONFIG_ARTIFACT = "config.yaml"
+GENERATOR_ARTIFACT = "best_generator.pt"  # the best validation epoch's generator state_dict
+BEST_PSNR, BEST_SSIM = "best_val_psnr", "best_val_ssim"  # final metrics of a training run
+
+
+class RunKind(str, Enum):
+    TRAIN = "train"  # `mrisr-ray train`
+    FOLD = "fold"  # one fold's training inside a tune trial
+    TRIAL = "trial"  # one configuration of a study
+    STUDY = "study"  # `mrisr-ray tune`
+    RETRAIN = "retrain"  # `report --retrain`: trained on every non-test subject
+    REPORT = "report"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TrialState(str, Enum):
+    """Why a trial run ended (its MLflow status cannot tell pruned from killed by the user)."""
+
+    RUNNING = "running"
+    COMPLETE = "complete"  # every fold trained
+    PRUNED = "pruned"  # ASHA stopped it after some folds
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def status(self) -> str:
+        """The MLflow run status of a trial that ended in this state."""
+        return {"running": "RUNNING", "complete": "FINISHED", "pruned": "KILLED",
+                "failed": "FAILED"}[self.value]
+
+
+@dataclass(frozen=True)
+class TrialRef:
+    """The tune trial that a fold training belongs to."""
+
+    study: str
+    trial_id: str
+    run_id: str  # the trial's MLflow run, parent of its fold runs
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _provenance_tags(cache: Cache) -> dict[str, str]:
+    """Which data and which code: on every run that is not a trial."""
+    return {PROTOCOL_HASH: cache.manifest.protocol_hash, "data": str(cache.path), "git_commit": git_commit()}
+
+
+def study_tags(name: str, model: str, cache: Cache, metric: str) -> dict[str, str]:
+    return {KIND: RunKind.STUDY.value, STUDY: name, MODEL: model, "metric": metric, **_provenance_tags(cache)}
+
+
+def trial_tags(study: str, trial_id: str, model: str) -> dict[str, str]:
+    return {KIND: RunKind.TRIAL.value, STUDY: study, TRIAL_ID: trial_id, MODEL: model,
+            STATE: TrialState.RUNNING.value}
+
+
+def training_tags(kind: RunKind, config: Config, cache: Cache, fold: int | None, ray_storage: Path,
+                  ray_run_name: str, trial: TrialRef | None = None) -> dict[str, str]:
+    """A train, fold or retrain run (`fold` None: trained on every non-test subject)."""
+    tags = {
+        KIND: kind.value,
+        MODEL: config.model,
+        FOLD: ALL_TRAIN if fold is None else str(fold),
+        **_provenance_tags(cache),
+        "data_origin": "synthetic" if "synthetic" in cache.manifest.origin else "ixi",
+        "deviations": deviations(config),
+        "perceptual": config.loss.perceptual if model_spec(config.model).perceptual else "n/a",
+        "seed": str(config.train.seed),
+        "split_seed": str(cache.splits.seed),
+        "ray_storage_path": str(ray_storage),
+        RAY_RUN_NAME: ray_run_name,
+    }
+    if trial is not None:
+        tags.update({STUDY: trial.study, TRIAL_ID: trial.trial_id})
+    return tags
+
+
+def resource_tags(resources: Resources) -> dict[str, str]:
+    """Set on every start of a training run: a resumed run may run elsewhere."""
+    return {"device": "cuda" if resources.use_gpu else "cpu", "workers": str(resources.workers)}
+
+
+def report_tags(cache: Cache, models: str) -> dict[str, str]:
+    return {KIND: RunKind.REPORT.value, "models": models, **_provenance_tags(cache)}
+
+
+def _search(t: Tracking, experiment: str, kind: RunKind, tags: dict[str, str | None],
+            finished: bool = False) -> list[Run]:
+    """Runs of `kind` whose tags have the given values (None: any value), newest first."""
+    clauses = [f"tags.{KIND} = '{kind.value}'",
+               *(f"tags.{name} = '{value}'" for name, value in tags.items() if value is not None)]
+    if finished:
+        clauses.append("attributes.status = 'FINISHED'")
+    client, experiment_id, found, token = t.client(), t.experiment_id(experiment), [], None
+    while True:
+        page = client.search_runs([experiment_id], " and ".join(clauses),
+                                  order_by=["attributes.start_time DESC"], page_token=token)
+        found += page
+        token = page.token
+        if not token:
+            return found
+
+
+def study_runs(t: Tracking, experiment: str, study: str | None = None, model: str | None = None,
+               finished: bool = False) -> list[Run]:
+    """Study runs, newest first: by name, by model, only those that finished."""
+    return _search(t, experiment, RunKind.STUDY, {STUDY: study, MODEL: model}, finished)
+
+
+def find_study(t: Tracking, experiment: str, model: str, name: str | None = None) -> Run | None:
+    """The finished study `name` of `model`, or (no name) the most recent finished one."""
+    found = study_runs(t, experiment, study=name, model=model, finished=True)
+    return found[0] if found else None
+
+
+def trial_runs(t: Tracking, experiment: str, study: str, trial_id: str) -> list[Run]:
+    """The run of one trial (a list: empty before the trial starts)."""
+    return _search(t, experiment, RunKind.TRIAL, {STUDY: study, TRIAL_ID: trial_id})
+
+
+def default_trial(t: Tracking, experiment: str, study: str) -> Run | None:
+    """The trial run of the study's base configuration, once the study has finished."""
+    found = _search(t, experiment, RunKind.TRIAL, {STUDY: study, DEFAULT_CONFIG: "true"})
+    return found[0] if found else None
+
+
+def fold_runs(t: Tracking, experiment: str, study: str, trial_id: str | None = None,
+              finished: bool = False) -> list[Run]:
+    """Fold runs of one trial (or of every trial of the study), in fold order."""
+    found = _search(t, experiment, RunKind.FOLD, {STUDY: study, TRIAL_ID: trial_id}, finished)
+    return sorted(found, key=lambda run: int(run.data.tags[FOLD]))
+
+
+def best_scores(run: Run) -> tuple[float, float]:
+    """(best validation PSNR, SSIM) of a finished training run that validated."""
+    return run.data.metrics[BEST_PSNR], run.data.metrics[BEST_SSIM]
+
+
+def end_trial(t: Tracking, run_id: str, state: TrialState) -> None:
+    tracking.set_tags(t, run_id, {STATE: state.value})
+    tracking.end_run(t, run_id, state.status)
+
+
+def close_trial(t: Tracking, experiment: str, study: str, trial_id: str, state: TrialState) -> None:
+    """End the runs of a trial that Tune stopped or lost while they were still open."""
+    for run in trial_runs(t, experiment, study, trial_id):
+        if run.info.status == "RUNNING":
+            end_trial(t, run.info.run_id, state)
+        elif run.data.tags.get(STATE) == TrialState.RUNNING:
+            tracking.set_tags(t, run.info.run_id, {STATE: state.value})
+    for run in fold_runs(t, experiment, study, trial_id):
+        if run.info.status == "RUNNING":
+            tracking.end_run(t, run.info.run_id, state.status)
+
+
+def mark_default_trial(t: Tracking, experiment: str, study: str, trial_id: str) -> None:
+    for run in trial_runs(t, experiment, study, trial_id):
+        tracking.set_tags(t, run.info.run_id, {DEFAULT_CONFIG: "true"})
+
+
+def set_best_trial(t: Tracking, study_run_id: str, trial_id: str) -> None:
+    tracking.set_tags(t, study_run_id, {BEST_TRIAL: trial_id})
+
+
+def log_config(t: Tracking, run_id: str, config: Config, search: dict | None = None) -> None:
+    """The config as params (its model's keys, and `search.<key>` for a trial's sampled values)
+    and as the artifact that `load_run_config` reads back."""
+    tracking.log_params(t, run_id, {**model_params(config),
+                                    **{f"search.{k}": v for k, v in (search or {}).items()}})
+    tracking.log_bytes(t, run_id, config_yaml(config).encode(), CONFIG_ARTIFACT)
+
+
+def load_run_config(t: Tracking, run_id: str) -> Config:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = t.client().download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
+        return from_dict(yaml.safe_load(Path(path).read_text()))
+
+
+def download_generator(t: Tracking, run_id: str, folder: Path) -> Path:
+    """The run's best generator state_dict, downloaded into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(t.client().download_artifacts(run_id, GENERATOR_ARTIFACT, str(folder)))

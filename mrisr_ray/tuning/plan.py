@@ -1,0 +1,83 @@
+"""What a study asks for (`StudyRequest`), checked and turned into the `Plan` that `--dry-run`
+prints and `run_study` follows."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mrisr_ray import tracking
+from mrisr_ray.config import Config
+from mrisr_ray.data.cache import Cache
+from mrisr_ray.errors import UserInputError
+from mrisr_ray.resources import Resources
+from mrisr_ray.tracking import Tracking
+from mrisr_ray.tuning.space import SearchSpace, load_space
+from mrisr_ray.workdir import Workdir
+
+TRIAL_DRIVER_CPU = 0.1  # the trial function only drives its folds' TorchTrainers
+
+
+@dataclass
+class StudyRequest:
+    config: Config  # base configuration: trial 0, and every constant the space leaves alone
+    space_path: Path
+    cache: Path
+    workdir: Workdir
+    tracking: Tracking
+    trials: int = 20
+    folds: int = 5
+    concurrent: int = 1
+    resources: Resources = field(default_factory=Resources)  # of each fold training
+    metric: str = "psnr"
+    name: str | None = None
+    resume: bool = False
+    address: str | None = None
+    seed: int = 0
+    vgg_weights: str | None = None
+    experiment: str = tracking.DEFAULT_EXPERIMENT
+    sampler: str = "tpe"  # tpe | random (the baseline of benchmarks/hpo_efficiency.py)
+    pruning: bool = True  # ASHA over folds; False runs every trial on all folds
+
+
+@dataclass
+class Plan:
+    name: str
+    model: str
+    trials: int
+    folds: int
+    concurrent: int
+    resources: Resources
+    epochs: int
+    space: SearchSpace
+
+    def lines(self) -> list[str]:
+        return [
+            f"study        {self.name} ({self.model})",
+            f"trials       {self.trials} (trial 0 = the default configuration), "
+            f"{self.concurrent} at a time",
+            f"folds        {self.folds} per trial, one after another; ASHA may stop a trial after any",
+            f"fits         at most {self.trials * self.folds} fold trainings of {self.epochs} epochs",
+            f"per trial    {self.resources.describe()} + {TRIAL_DRIVER_CPU} CPU for the trial driver",
+            "search space " + "; ".join(d.describe() for d in self.space.dimensions),
+        ]
+
+
+def make_plan(request: StudyRequest, cache: Cache) -> Plan:
+    """The plan of a valid request; bad input stops here, before anything launches."""
+    resources = request.resources
+    if request.metric not in ("psnr", "ssim"):
+        raise UserInputError(f"--metric must be psnr or ssim, got {request.metric!r}")
+    available = len(cache.splits.folds)
+    if not 1 <= request.folds <= available:
+        raise UserInputError(f"--folds {request.folds}: {cache.path / 'splits.json'} has {available} folds")
+    if request.trials < 1 or request.concurrent < 1 or resources.workers < 1:
+        raise UserInputError("--trials, --concurrent and --workers-per-trial must be at least 1")
+    if 0 < resources.gpus_per_worker < 1 and resources.workers > 1:
+        raise UserInputError("fractional --gpus-per-worker needs --workers-per-trial 1 (DDP refuses "
+                             "two ranks on one GPU)")
+    return Plan(name=request.name or f"{request.config.model}-{time.strftime('%Y%m%d-%H%M%S')}",
+                model=request.config.model, trials=request.trials, folds=request.folds,
+                concurrent=request.concurrent, resources=resources, epochs=request.config.train.epochs,
+                space=load_space(request.space_path, request.config))

@@ -1,0 +1,54 @@
+"""The training session outside Ray: interrupted and restored, it ends where a straight run does."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import TINY_RUN
+
+from mrisr_ray.config import load_config
+from mrisr_ray.data.cache import Cache
+from mrisr_ray.train.loop import LoopContext
+from mrisr_ray.train.session import train_session
+
+
+class Interrupted(Exception):
+    pass
+
+
+def run(cache: Cache, config, folder, stop_after: int | None = None, on_resume=None):
+    seen = []
+
+    def sink(result):
+        seen.append((result.epoch, result.warmup, result.metrics["val_psnr"]))
+        if result.epoch == stop_after:
+            raise Interrupted
+
+    fold = cache.splits.fold(0)
+    try:
+        result = train_session(config, cache, fold.train, fold.val, LoopContext(), folder, sink,
+                               on_resume=on_resume)
+    except Interrupted:
+        return None, seen
+    return result, seen
+
+
+@pytest.mark.parametrize("model", ["cpce", "circle"])
+@pytest.mark.parametrize("stop_after", [1, 2])  # inside the warm-up, at its last epoch
+def test_interrupted_then_restored_equals_straight_through(tiny_synthetic_cache, tmp_path, model, stop_after):
+    cache = Cache.open(tiny_synthetic_cache)
+    config = load_config(model, overrides=[*TINY_RUN, "train.epochs=3", "train.warmup_fraction=0.5",
+                                           "train.sample_slices=0"])
+    straight, straight_epochs = run(cache, config, tmp_path / "straight")
+    assert [warmup for _, warmup, _ in straight_epochs] == [True, True, False]
+
+    first, _ = run(cache, config, tmp_path / "resumed", stop_after=stop_after)
+    assert first is None and (tmp_path / "resumed" / "state.pt").is_file()
+    resumed_from = []
+    resumed, resumed_epochs = run(cache, config, tmp_path / "resumed",
+                                  on_resume=lambda epoch, sha: resumed_from.append(epoch))
+    assert resumed_from == [stop_after] and resumed.start_epoch == stop_after + 1
+    assert resumed_epochs == straight_epochs[stop_after:]
+    a, b = straight.steps.sr_generator.state_dict(), resumed.steps.sr_generator.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.best == straight.best and straight.best.epoch == 3  # warm-up epochs never win
