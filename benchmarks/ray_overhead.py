@@ -19,11 +19,10 @@ from mrisr_ray.config import load_config
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.data.synthetic import prepare_synthetic_cache
 from mrisr_ray.ray_runtime import ensure_ray
-from mrisr_ray.steps import build_steps
 from mrisr_ray.tracking import Tracking
-from mrisr_ray.train.checkpoint import Best
-from mrisr_ray.train.loop import LoopContext, make_sampler, train_epochs
+from mrisr_ray.train.loop import LoopContext
 from mrisr_ray.train.run import TrainRequest, train
+from mrisr_ray.train.session import train_session
 from mrisr_ray.workdir import Workdir
 
 TINY = ["data.patch_size=32", "circle.first_width=16", "circle.min_width=8", "circle.blocks=4",
@@ -34,14 +33,12 @@ SCALES = {"demo": ["train.epochs=2", "train.max_patches_per_epoch=64"],
 
 
 def plain_loop(config, cache: Cache) -> float:
+    """The same training session as a Ray worker runs, called directly (checkpoints included)."""
     torch.set_num_threads(1)  # like one Ray worker with 1 CPU
     started = time.perf_counter()
-    torch.manual_seed(config.train.seed)
-    ctx = LoopContext()
-    steps = build_steps(config, ctx.device)
     fold = cache.splits.fold(0)
-    sampler = make_sampler(cache, fold.train, config, ctx)
-    train_epochs(steps, sampler, cache, fold.val, config, ctx, 1, Best(), lambda result: None)
+    with tempfile.TemporaryDirectory() as folder:
+        train_session(config, cache, fold.train, fold.val, LoopContext(), Path(folder), lambda result: None)
     return time.perf_counter() - started
 
 

@@ -1,10 +1,10 @@
 """Training throughput (generator patches/s) and peak memory of one GPU (or CPU) worker.
 
-Runs the real worker loop (`mrisr_ray.train.loop.train_epochs`, no Ray around it) at the paper's
-settings (64×64 patches, CPCE batch 128, CIRCLE batch 64, 4 critic steps per generator step) for
-each model twice in the same run: fp32 (the baseline) and bf16 autocast + channels_last (the
-default on CUDA). Prints the ratio. CPCE uses random VGG-19 weights here (same compute as the
-ImageNet ones, which this benchmark may not have).
+Runs the training session of a Ray worker (`mrisr_ray.train.session.train_session`, no Ray
+around it) at the paper's settings (64×64 patches, CPCE batch 128, CIRCLE batch 64, 4 critic
+steps per generator step) for each model twice in the same run: fp32 (the baseline) and bf16
+autocast + channels_last (the default on CUDA). Prints the ratio. CPCE uses random VGG-19
+weights here (same compute as the ImageNet ones, which this benchmark may not have).
 
     python benchmarks/train_throughput.py --device cuda [--cache CACHE] [--epochs 3]
 """
@@ -20,9 +20,8 @@ from common import write_result
 
 from mrisr_ray.config import load_config
 from mrisr_ray.data.cache import Cache
-from mrisr_ray.steps import build_steps
-from mrisr_ray.train.checkpoint import Best
-from mrisr_ray.train.loop import LoopContext, make_sampler, train_epochs
+from mrisr_ray.train.loop import LoopContext
+from mrisr_ray.train.session import train_session
 
 
 def measure(cache: Cache, model: str, device: torch.device, amp: bool, epochs: int) -> dict:
@@ -30,23 +29,21 @@ def measure(cache: Cache, model: str, device: torch.device, amp: bool, epochs: i
                  f"train.channels_last={str(amp).lower()}"]
     config = load_config(model, overrides=overrides)
     ctx = LoopContext(device=device)
-    torch.manual_seed(0)
-    steps = build_steps(config, device)
-    if device.type == "cuda" and amp:
-        for net in [*steps.generators.values(), *steps.critics.values()]:
-            net.to(memory_format=torch.channels_last)
-    sampler = make_sampler(cache, cache.splits.development, config, ctx)
     epochs_seen: list[dict] = []
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    train_epochs(steps, sampler, cache, [], config, ctx, 1, Best(),
-                 lambda result: epochs_seen.append(result.metrics))
+
+    def wrap(module: torch.nn.Module) -> torch.nn.Module:
+        return module.to(memory_format=torch.channels_last) if device.type == "cuda" and amp else module
+
+    session = train_session(config, cache, cache.splits.development, [], ctx, None,
+                            lambda result: epochs_seen.append(result.metrics), wrap)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     steady = epochs_seen[1:] or epochs_seen  # epoch 1 includes warm-up (cuDNN autotuning)
     rate = sum(e["patches_per_s"] for e in steady) / len(steady)
     return {"model": model, "precision": "bf16+channels_last" if amp else "fp32",
-            "batch_size": config.train.batch_size, "patches_per_epoch": sampler.patches_per_epoch,
+            "batch_size": config.train.batch_size, "patches_per_epoch": session.patches_per_epoch,
             "patches_per_s": round(rate, 1), "peak_memory_gib": round(peak, 2)}
 
 

@@ -237,9 +237,9 @@ def report(
 
     wd = resolve_workdir(workdir)
     result = make_report(ReportRequest(
-        cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri), cpce=cpce,
-        circle=circle, out=out, retrain=retrain, experiment=experiment, vgg_weights=vgg_weights,
-        device=device), track=track)
+        cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
+        choices={"cpce": cpce, "circle": circle}, out=out, retrain=retrain, experiment=experiment,
+        vgg_weights=vgg_weights, device=device), track=track)
     from mrisr_ray.report.evaluate import worse_than_input
 
     for line in worse_than_input(result.evaluation):

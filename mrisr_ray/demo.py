@@ -15,6 +15,7 @@ from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.models.vgg import resolve_vgg_weights
 from mrisr_ray.progress import no_progress
+from mrisr_ray.registry import MODELS
 from mrisr_ray.report.run import ReportRequest, ReportResult, make_report
 from mrisr_ray.resources import Resources
 from mrisr_ray.tracking import Tracking
@@ -73,9 +74,9 @@ def perceptual_mode(request: DemoRequest) -> str:
 def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
              track: Callable[[Iterable, str], Iterable] = no_progress) -> DemoResult:
     seconds: dict[str, float] = {}
-    start = time.perf_counter()
-    say(f"[1/4] synthetic cohort: {request.subjects} subjects ({request.test_fraction:.0%} test), "
-        f"{request.folds} folds")
+    start, steps = time.perf_counter(), len(MODELS) + 2
+    say(f"[1/{steps}] synthetic cohort: {request.subjects} subjects ({request.test_fraction:.0%} "
+        f"test), {request.folds} folds")
     cache = demo_cache(request, track)
     seconds["prepare"] = time.perf_counter() - start
     perceptual = perceptual_mode(request)
@@ -84,10 +85,10 @@ def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
             "(recorded in MLflow and the report); see `mrisr-ray train --help` for --vgg-weights")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     studies = {}
-    for step, model in ((2, "cpce"), (3, "circle")):
-        say(f"[{step}/4] tune {model}: {request.trials} trials × {request.folds} folds")
+    for step, (model, spec) in enumerate(MODELS.items(), start=2):
+        say(f"[{step}/{steps}] tune {model}: {request.trials} trials × {request.folds} folds")
         began = time.perf_counter()
-        overrides = [f"loss.perceptual={perceptual}"] if model == "cpce" else []
+        overrides = [f"loss.perceptual={perceptual}"] if spec.perceptual else []
         config = load_config(model, defaults_dir("configs") / f"demo_{model}.yaml", overrides)
         result = run_study(StudyRequest(
             config=config, space_path=defaults_dir("search_spaces") / f"demo_{model}.yaml", cache=cache,
@@ -97,10 +98,10 @@ def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
             resources=Resources(cpus_per_worker=DEMO_CPUS_PER_WORKER)))
         studies[model] = result.name
         seconds[f"tune_{model}"] = time.perf_counter() - began
-    say("[4/4] report on the test subjects")
+    say(f"[{steps}/{steps}] report on the test subjects")
     began = time.perf_counter()
     report = make_report(ReportRequest(cache=cache, workdir=request.workdir, tracking=request.tracking,
-                                       cpce=studies["cpce"], circle=studies["circle"]), track=track)
+                                       choices=studies), track=track)
     seconds["report"] = time.perf_counter() - began
     seconds["total"] = time.perf_counter() - start
     return DemoResult(report=report, seconds=seconds, perceptual=perceptual)

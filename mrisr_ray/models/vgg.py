@@ -94,7 +94,8 @@ def hub_cache_file() -> Path:
 def resolve_vgg_weights(option: str | None) -> Path:
     """Path of the VGG-19 weights file to use (see the module docstring for the order)."""
     if option == "download":
-        torch.hub.load_state_dict_from_url(VGG19_URL, progress=False, map_location="cpu")
+        torch.hub.load_state_dict_from_url(VGG19_URL, progress=False, map_location="cpu", check_hash=True,
+                                           weights_only=True)
         return hub_cache_file()
     for candidate, origin in ((option, "--vgg-weights"), (os.environ.get(VGG_ENV), VGG_ENV)):
         if candidate:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mrisr_ray import runs, tracking
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.progress import no_progress
+from mrisr_ray.registry import MODELS
 from mrisr_ray.report import figures
 from mrisr_ray.report.evaluate import LABELS, LR_ROW, TV_ROW, Evaluation, choose_tv_weight, evaluate
 from mrisr_ray.report.markdown import render
@@ -32,8 +33,8 @@ class ReportRequest:
     cache: Path
     workdir: Workdir
     tracking: Tracking
-    cpce: str | None = None  # study name or config YAML
-    circle: str | None = None
+    choices: dict[str, str | None] = field(default_factory=dict)  # model → study name or config
+    # YAML; a model of the registry left out (or None) is its latest finished study
     out: Path | None = None
     retrain: bool = False
     experiment: str = tracking.DEFAULT_EXPERIMENT
@@ -68,7 +69,8 @@ def retrained(request: ReportRequest, model: str, choice: str | None) -> ModelSo
 
 def model_sources(request: ReportRequest, cache: Cache) -> list[ModelSource]:
     sources = []
-    for model, choice in (("cpce", request.cpce), ("circle", request.circle)):
+    for model in MODELS:
+        choice = request.choices.get(model)
         if request.retrain:
             source = retrained(request, model, choice)
         else:

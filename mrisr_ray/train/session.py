@@ -27,6 +27,7 @@ class SessionResult:
     best: checkpoint.Best
     start_epoch: int  # 1, or the epoch after the restored checkpoint's
     steps: GanSteps  # the trained networks (last epoch)
+    patches_per_epoch: int  # generator patches of one epoch, all ranks
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -74,4 +75,5 @@ def train_session(config: Config, cache: Cache, train_subjects: list[str], val_s
 
     best = train_epochs(steps, sampler, cache, val_subjects, config, ctx, start_epoch, best,
                         save_then_sink)
-    return SessionResult(best=best, start_epoch=start_epoch, steps=steps)
+    return SessionResult(best=best, start_epoch=start_epoch, steps=steps,
+                         patches_per_epoch=sampler.patches_per_epoch)

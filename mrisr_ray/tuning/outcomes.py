@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mrisr_ray import runs, tracking
 from mrisr_ray.config import save_config, with_overrides
+from mrisr_ray.plotting import pyplot
 from mrisr_ray.runs import TrialState
 from mrisr_ray.tuning.plan import Plan, StudyRequest
 from mrisr_ray.tuning.space import SearchSpace
@@ -68,16 +69,13 @@ def outcomes_of(grid, space: SearchSpace, defaults: dict, folds: int) -> list[Tr
 
 def study_figures(study_name: str, storage: str, folder: Path) -> list[Path]:
     """Optimisation history (always) and parameter importances (two or more complete trials)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import optuna
     from optuna.visualization import matplotlib as optuna_plots
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = optuna.load_study(study_name=study_name, storage=storage)
+    plt = pyplot()
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     made = []
     plots = [("history", optuna_plots.plot_optimization_history)]

@@ -52,3 +52,30 @@ def test_interrupted_then_restored_equals_straight_through(tiny_synthetic_cache,
     a, b = straight.steps.sr_generator.state_dict(), resumed.steps.sr_generator.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.best == straight.best and straight.best.epoch == 3  # warm-up epochs never win
+
+
+class Payload:
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(MARKER_HOLDER["path"]),))
+
+
+MARKER_HOLDER: dict[str, str] = {}
+
+
+def test_a_checkpoint_carrying_a_pickle_payload_is_refused_and_never_runs(tiny_synthetic_cache, tmp_path):
+    from mrisr_ray.errors import UserInputError
+
+    cache = Cache.open(tiny_synthetic_cache)
+    config = load_config("cpce", overrides=[*TINY_RUN, "train.epochs=1", "train.sample_slices=0"])
+    folder = tmp_path / "checkpoint"
+    run(cache, config, folder)
+    state = torch.load(folder / "state.pt", weights_only=True)  # what the session wrote loads safely
+    MARKER_HOLDER["path"] = str(tmp_path / "payload-ran")
+    state["best"] = {"score": Payload()}
+    torch.save(state, folder / "state.pt")
+    with pytest.raises(UserInputError, match="state.pt: not a mrisr-ray checkpoint") as refused:
+        run(cache, config, folder)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "payload-ran").exists()
