@@ -3,7 +3,7 @@
 The naive loader is what a first script does: for every patch, read the subject's NIfTI with
 nibabel, normalise, degrade the slice, crop. The cached pipeline reads memory-mapped slices and
 degrades each needed slice once per batch (`mrisr_ray.data.patches.PatchSampler`).
-Target (issue 3): cached ≥ 20× naive on 2 cores.
+Target: cached ≥ 20× naive on 2 cores.
 
     python benchmarks/data_pipeline.py [--subjects 6] [--batch 128] [--device cpu]
 """

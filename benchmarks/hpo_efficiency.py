@@ -38,7 +38,7 @@ def fold_history(tracking: Tracking, study: str, folds: int) -> list[float]:
     best, history = float("-inf"), []
     for run in fold_runs:
         if "best_val_psnr" in run.data.metrics:
-            trial = scores.setdefault(run.data.tags["trial_id"], [])
+            trial = scores.setdefault(run.data.tags[runs.TRIAL_ID], [])
             trial.append(run.data.metrics["best_val_psnr"])
             if len(trial) == folds:
                 best = max(best, sum(trial) / folds)

@@ -10,6 +10,9 @@ from typing import Annotated
 import typer
 
 from mrisr_ray.errors import RunFailed, UserInputError
+from mrisr_ray.registry import MODELS
+
+MODEL_CHOICES = " or ".join(MODELS) + "."
 
 app = typer.Typer(
     help="GAN super-resolution for brain MRI (GAN-CPCE, GAN-CIRCLE) with Ray, Optuna and MLflow.\n\n"
@@ -102,7 +105,7 @@ def config_overrides(set_: list[str] | None, epochs: int | None) -> list[str]:
 @app.command(epilog="Example: mrisr-ray train --model cpce --data mrisr-work/data/synthetic "
              "--workers 1 --device cuda --vgg-weights vgg19-dcbb9e9d.pth")
 def train(
-    model: Annotated[str | None, typer.Option(help="cpce or circle.")] = None,
+    model: Annotated[str | None, typer.Option(help=MODEL_CHOICES)] = None,
     data: Annotated[Path | None, typer.Option(help="Prepared cache (mrisr-ray prepare).")] = None,
     config: Annotated[Path | None, typer.Option(help="Config YAML (default configs/<model>.yaml).")] = None,
     fold: Annotated[int, typer.Option(help="0-based fold; validates on its val subjects.")] = 0,
@@ -150,7 +153,7 @@ def train(
 @app.command(epilog="Example: mrisr-ray tune --model circle --data mrisr-work/data/synthetic "
              "--trials 20 --folds 5 --gpus-per-worker 1")
 def tune(
-    model: Annotated[str, typer.Option(help="cpce or circle.")],
+    model: Annotated[str, typer.Option(help=MODEL_CHOICES)],
     data: Annotated[Path, typer.Option(help="Prepared cache (mrisr-ray prepare).")],
     space: Annotated[Path | None, typer.Option(
         help="Search space YAML (default search_spaces/<model>.yaml).")] = None,

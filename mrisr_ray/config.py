@@ -95,10 +95,18 @@ def losses_described(config: Config) -> str:
             f"and λ_l1 {loss.lambda_l1:g} beside the paper's losses")
 
 
+def perceptual_mode(config: Config) -> str | None:
+    """The one decision on the perceptual term: None for a model without one; "none" when either
+    switch the user knows turns it off (`loss.perceptual: none`, `loss.lambda_p: 0`); otherwise
+    `loss.perceptual` (vgg | random_vgg)."""
+    if not model_spec(config.model).perceptual:
+        return None
+    return "none" if config.loss.lambda_p == 0 else config.loss.perceptual
+
+
 def perceptual_active(config: Config) -> bool:
-    """Whether the VGG perceptual term is computed: either switch turns it off."""
-    return (model_spec(config.model).perceptual and config.loss.perceptual != "none"
-            and config.loss.lambda_p > 0)
+    """Whether the VGG perceptual term is computed."""
+    return perceptual_mode(config) not in (None, "none")
 
 
 def coerce(value: Any, annotation: Any, key: str) -> Any:

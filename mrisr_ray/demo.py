@@ -4,7 +4,7 @@ prepare, a small tune of GAN-CPCE and of GAN-CIRCLE across folds, then the repor
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from mrisr_ray.data.synthetic import prepare_synthetic_cache
 from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.models.vgg import resolve_vgg_weights
-from mrisr_ray.progress import no_progress
+from mrisr_ray.progress import Track, no_progress
 from mrisr_ray.registry import MODELS
 from mrisr_ray.report.run import ReportRequest, ReportResult, make_report
 from mrisr_ray.resources import Resources
@@ -47,7 +47,7 @@ class DemoResult:
     perceptual: str
 
 
-def demo_cache(request: DemoRequest, track) -> Path:
+def demo_cache(request: DemoRequest, track: Track) -> Path:
     """`<workdir>/data/demo`, rebuilt only when the demo's cohort parameters changed."""
     out = request.workdir.data / "demo"
     wanted = {"subjects": request.subjects, "seed": request.seed, "slices": request.slices}
@@ -62,27 +62,29 @@ def demo_cache(request: DemoRequest, track) -> Path:
     return out
 
 
-def perceptual_mode(request: DemoRequest) -> str:
-    """ImageNet VGG-19 when its weights are on this machine, else the recorded random_vgg opt-out."""
+def vgg_weights(request: DemoRequest) -> str | None:
+    """The ImageNet VGG-19 file when one is on this machine (resolved once, here), else None: the
+    demo then runs the recorded random_vgg opt-out."""
     try:
-        resolve_vgg_weights(request.vgg_weights)
-        return "vgg"
+        return str(resolve_vgg_weights(request.vgg_weights).resolve())
     except UserInputError:
-        return "random_vgg"
+        return None
 
 
 def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
-             track: Callable[[Iterable, str], Iterable] = no_progress) -> DemoResult:
+             track: Track = no_progress) -> DemoResult:
     seconds: dict[str, float] = {}
     start, steps = time.perf_counter(), len(MODELS) + 2
     say(f"[1/{steps}] synthetic cohort: {request.subjects} subjects ({request.test_fraction:.0%} "
         f"test), {request.folds} folds")
     cache = demo_cache(request, track)
     seconds["prepare"] = time.perf_counter() - start
-    perceptual = perceptual_mode(request)
-    if perceptual != "vgg":
-        say("      no VGG-19 ImageNet weights found: GAN-CPCE uses loss.perceptual=random_vgg "
-            "(recorded in MLflow and the report); see `mrisr-ray train --help` for --vgg-weights")
+    weights = vgg_weights(request)
+    perceptual = "vgg" if weights else "random_vgg"
+    if weights is None:
+        say("      no VGG-19 ImageNet weights found: models with a perceptual loss use "
+            "loss.perceptual=random_vgg (recorded in MLflow and the report); see `mrisr-ray train "
+            "--help` for --vgg-weights")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     studies = {}
     for step, (model, spec) in enumerate(MODELS.items(), start=2):
@@ -94,7 +96,7 @@ def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
             config=config, space_path=defaults_dir("search_spaces") / f"demo_{model}.yaml", cache=cache,
             workdir=request.workdir, tracking=request.tracking, trials=request.trials,
             folds=request.folds, name=f"demo-{model}-{stamp}", seed=request.seed,
-            vgg_weights=request.vgg_weights, concurrent=DEMO_CONCURRENT,
+            vgg_weights=weights, concurrent=DEMO_CONCURRENT,
             resources=Resources(cpus_per_worker=DEMO_CPUS_PER_WORKER)))
         studies[model] = result.name
         seconds[f"tune_{model}"] = time.perf_counter() - began

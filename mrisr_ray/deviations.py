@@ -3,7 +3,7 @@ is docs/models.md). Logged as the MLflow tag `deviations` on every run and print
 
 from __future__ import annotations
 
-from mrisr_ray.config import Config, warmup_epochs
+from mrisr_ray.config import Config, perceptual_mode, warmup_epochs
 from mrisr_ray.registry import model_spec
 
 PAPER_LR = 1e-4
@@ -18,8 +18,9 @@ def deviation_lines(config: Config) -> list[str]:
     """Every deviation active in `config`: the model's fixed ones, then those its values choose."""
     spec = model_spec(config.model)
     lines = [*COMMON, *spec.deviations, *spec.switched_deviations(config)]
-    if spec.perceptual and config.loss.perceptual != "vgg":
-        lines.append(f"perceptual loss opt-out: {config.loss.perceptual} (no ImageNet VGG-19 weights)")
+    mode = perceptual_mode(config)
+    if mode not in (None, "vgg"):
+        lines.append(f"perceptual loss opt-out: {mode} (no ImageNet VGG-19 weights)")
     warmup = warmup_epochs(config.train)
     if warmup:
         lines.append(f"L1 warm-up of the generator(s), no critic: {warmup} of {config.train.epochs} epochs")

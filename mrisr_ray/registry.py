@@ -1,8 +1,9 @@
 """The one registry of models: everything the rest of mrisr-ray needs to know about a model.
 
-A third model (an ablation, a plain residual CNN) is one `ModelSpec` entry here plus one
-architecture file under `models/` (and its config section in `models/configs.py`). Factories
-import torch lazily, so reading a config or a registry entry never does.
+A third model that trains like one of these (an ablation) is one `ModelSpec` entry here plus its
+networks under `models/`, with its config section in `models/configs.py` and a `Config` field of
+the same name; one that trains differently (a plain residual CNN) also brings its steps class to
+`steps.py`. Factories import torch lazily, so reading a config or a registry entry never does.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mrisr_ray.errors import UserInputError
+from mrisr_ray.models.configs import CircleConfig, CPCEConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -24,8 +26,9 @@ SHARED_KEYS = ("model", "data.", "train.", "loss.gp_weight", "loss.lambda_adv", 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str  # the `model:` value of a config, the --model choice
+    name: str  # the `model:` value of a config, the --model choice, its config section's name
     label: str  # how reports and the console name it
+    config: type  # its architecture section of `Config` (models/configs.py)
     generator: Callable[[Config], nn.Module]  # the LR → HR generator of a config
     steps: Callable[..., GanSteps]  # (config, device, wrap) → networks, optimizers, losses
     loss_keys: tuple[str, ...]  # the loss weights that belong to this model
@@ -75,7 +78,7 @@ def _circle_steps(config: Config, device: Any, wrap: Callable) -> GanSteps:
 
 MODELS: dict[str, ModelSpec] = {
     "cpce": ModelSpec(
-        name="cpce", label="GAN-CPCE", generator=_cpce_generator, steps=_cpce_steps,
+        name="cpce", label="GAN-CPCE", config=CPCEConfig, generator=_cpce_generator, steps=_cpce_steps,
         loss_keys=("loss.perceptual", "loss.vgg_weights", "loss.lambda_p"), perceptual=True,
         switched_deviations=_cpce_switched_deviations,
         deviations=(
@@ -83,7 +86,8 @@ MODELS: dict[str, ModelSpec] = {
             "lr schedule: the MRI paper's (1e-4 then linear to 2e-6), not the CT code's 1e-4/(e+1)",
         )),
     "circle": ModelSpec(
-        name="circle", label="GAN-CIRCLE", generator=_circle_generator, steps=_circle_steps,
+        name="circle", label="GAN-CIRCLE", config=CircleConfig, generator=_circle_generator,
+        steps=_circle_steps,
         loss_keys=("loss.lambda_cycle", "loss.lambda_identity", "loss.lambda_jst", "loss.tau"),
         deviations=(
             "same-grid G and F: stride 1, no up/down-sampling, global residual",

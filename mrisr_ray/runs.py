@@ -22,9 +22,8 @@ import yaml
 from mlflow.entities import Run
 
 from mrisr_ray import tracking
-from mrisr_ray.config import Config, config_yaml, from_dict, model_params
+from mrisr_ray.config import Config, config_yaml, from_dict, model_params, perceptual_mode
 from mrisr_ray.deviations import deviations
-from mrisr_ray.registry import model_spec
 from mrisr_ray.tracking import Tracking
 
 if TYPE_CHECKING:
@@ -41,6 +40,7 @@ STATE = "state"  # of a trial run
 BEST_TRIAL = "best_trial"  # of a finished study run
 DEFAULT_CONFIG = "default_config"  # "true" on the trial run of the study's base configuration
 PROTOCOL_HASH = "protocol_hash"
+RESUMED_FROM_EPOCH, RESUMED_GENERATOR = "resumed_from_epoch", "resumed_generator_sha256"
 RAY_RUN_NAME = "ray_run_name"  # of a training run: the Ray Train run it resumes from
 
 ALL_TRAIN = "all-train"  # the `fold` of a training on every non-test subject
@@ -121,7 +121,7 @@ def training_tags(kind: RunKind, config: Config, cache: Cache, fold: int | None,
         **_provenance_tags(cache),
         "data_origin": "synthetic" if "synthetic" in cache.manifest.origin else "ixi",
         "deviations": deviations(config),
-        "perceptual": config.loss.perceptual if model_spec(config.model).perceptual else "n/a",
+        "perceptual": perceptual_mode(config) or "n/a",
         "seed": str(config.train.seed),
         "split_seed": str(cache.splits.seed),
         "ray_storage_path": str(ray_storage),
@@ -191,6 +191,11 @@ def fold_runs(t: Tracking, experiment: str, study: str, trial_id: str | None = N
 def best_scores(run: Run) -> tuple[float, float]:
     """(best validation PSNR, SSIM) of a finished training run that validated."""
     return run.data.metrics[BEST_PSNR], run.data.metrics[BEST_SSIM]
+
+
+def mark_resumed(t: Tracking, run_id: str, epoch: int, generator_sha256: str) -> None:
+    """Which checkpoint a training run continued from: its epoch and its generator's fingerprint."""
+    tracking.set_tags(t, run_id, {RESUMED_FROM_EPOCH: epoch, RESUMED_GENERATOR: generator_sha256})
 
 
 def end_trial(t: Tracking, run_id: str, state: TrialState) -> None:

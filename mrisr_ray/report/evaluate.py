@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,6 +11,7 @@ from mrisr_ray.data.cache import Cache
 from mrisr_ray.data.degrade import degrade
 from mrisr_ray.inference import super_resolve
 from mrisr_ray.metrics import SubjectScore, score_subject, summarize
+from mrisr_ray.progress import Track
 from mrisr_ray.registry import MODELS
 from mrisr_ray.report.classical import TV_WEIGHTS, data_consistency, tv_reconstruct
 from mrisr_ray.report.sources import ModelSource
@@ -43,7 +43,7 @@ def choose_tv_weight(cache: Cache, subjects: list[str]) -> float:
 
 
 def evaluate(cache: Cache, subjects: list[str], sources: list[ModelSource], tv_weight: float,
-             example_slices: dict[str, list[int]], track: Callable[[Iterable, str], Iterable]) -> Evaluation:
+             example_slices: dict[str, list[int]], track: Track) -> Evaluation:
     """Scores of the LR input, the TV baseline and each model (with and without +DC)."""
     for source in sources:
         for g in source.generators:

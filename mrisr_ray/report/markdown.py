@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from mrisr_ray.config import flatten, losses_described, warmup_epochs
@@ -90,7 +92,8 @@ def render(evaluation: Evaluation, sources: list[ModelSource], data: dict, figur
               "## Results on the test subjects", "", *results_table(evaluation), ""]
     lines += [f"**{line}.**" for line in worse_than_input(evaluation)]
     lines += [""] if worse_than_input(evaluation) else []
-    pairs = [(LABELS[s.model], LR_ROW) for s in sources] + [("GAN-CPCE", "GAN-CIRCLE")]
+    labels = [LABELS[s.model] for s in sources]
+    pairs = [(label, LR_ROW) for label in labels] + list(itertools.combinations(labels, 2))
     lines += ["Paired Wilcoxon signed-rank tests over subjects:"]
     lines += [f"- {a} vs {b}: PSNR {paired_test(evaluation, a, b, 'psnr')}, SSIM "
               f"{paired_test(evaluation, a, b, 'ssim')}." for a, b in pairs]

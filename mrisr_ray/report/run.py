@@ -4,19 +4,19 @@ report.md, metrics.csv and figures (also logged as an MLflow "report" run)."""
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mrisr_ray import runs, tracking
+from mrisr_ray.config import perceptual_mode
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
-from mrisr_ray.progress import no_progress
+from mrisr_ray.progress import Track, no_progress
 from mrisr_ray.registry import MODELS
 from mrisr_ray.report import figures
 from mrisr_ray.report.evaluate import LABELS, LR_ROW, TV_ROW, Evaluation, choose_tv_weight, evaluate
 from mrisr_ray.report.markdown import render
-from mrisr_ray.report.sources import ModelSource, config_of, from_study, load_generator, perceptual_mode
+from mrisr_ray.report.sources import ModelSource, config_of, from_study, load_generator
 from mrisr_ray.runs import RunKind
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.workdir import Workdir
@@ -112,7 +112,7 @@ def write_csv(evaluation: Evaluation, path: Path) -> Path:
 
 
 def make_report(request: ReportRequest,
-                track: Callable[[Iterable, str], Iterable] = no_progress) -> ReportResult:
+                track: Track = no_progress) -> ReportResult:
     cache = Cache.open(request.cache)
     test = check_test_subjects(cache)
     sources = model_sources(request, cache)

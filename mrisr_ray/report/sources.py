@@ -13,7 +13,7 @@ from mlflow.entities import Run
 from torch import nn
 
 from mrisr_ray import runs
-from mrisr_ray.config import Config, load_config
+from mrisr_ray.config import Config, load_config, perceptual_mode
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.registry import model_spec
 from mrisr_ray.tracking import Tracking
@@ -35,11 +35,6 @@ class ModelSource:
     default_config: Config | None = None  # trial 0's configuration
     protocol_hash: str | None = None
     perceptual: str | None = None
-
-
-def perceptual_mode(config: Config) -> str | None:
-    """The config's perceptual loss mode; None for a model without one."""
-    return config.loss.perceptual if model_spec(config.model).perceptual else None
 
 
 def load_generator(config: Config, state_path: Path) -> nn.Module:

@@ -126,8 +126,9 @@ def train(request: TrainRequest) -> TrainResult:
     if config.train.batch_size < resources.workers:
         raise UserInputError(f"train.batch_size {config.train.batch_size} is smaller than "
                              f"--workers {resources.workers}")
-    # Missing VGG weights stop here, with the instructions, not inside a worker.
-    config = with_resolved_weights(config, request.vgg_weights)
+    if request.trial is None:  # a study resolved its folds' VGG weights once, before its trials
+        # Missing VGG weights stop here, with the instructions, not inside a worker.
+        config = with_resolved_weights(config, request.vgg_weights)
     ensure_ray(request.address)
     check_cluster_request(resources.workers, resources.use_gpu, resources.cpus_per_worker,
                           resources.gpus_per_worker)

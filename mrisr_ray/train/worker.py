@@ -60,10 +60,9 @@ class RaySink:
     def resumed(self, epoch: int, generator_sha256: str) -> None:
         print(f"[mrisr-ray] resumed from the checkpoint of epoch {epoch}", flush=True)
         if self.tracking is not None:
-            from mrisr_ray import tracking
+            from mrisr_ray import runs
 
-            tracking.set_tags(self.tracking, self.spec.run_id, {
-                "resumed_from_epoch": epoch, "resumed_generator_sha256": generator_sha256})
+            runs.mark_resumed(self.tracking, self.spec.run_id, epoch, generator_sha256)
 
     def log(self, result: EpochResult) -> None:
         m, epochs = result.metrics, self.spec.config.train.epochs

@@ -75,7 +75,7 @@ def test_a_checkpoint_carrying_a_pickle_payload_is_refused_and_never_runs(tiny_s
     MARKER_HOLDER["path"] = str(tmp_path / "payload-ran")
     state["best"] = {"score": Payload()}
     torch.save(state, folder / "state.pt")
-    with pytest.raises(UserInputError, match="state.pt: not a mrisr-ray checkpoint") as refused:
+    with pytest.raises(UserInputError, match=r"state\.pt: not a mrisr-ray checkpoint") as refused:
         run(cache, config, folder)
     assert "\n" not in str(refused.value)
     assert not (tmp_path / "payload-ran").exists()
