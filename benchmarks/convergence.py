@@ -11,12 +11,16 @@ Target (2 CPU cores, 10 minutes per model): the recipe beats the LR input by >= 
 and >= +0.02 SSIM after its adversarial phase. Writes reports/benchmarks/convergence.json and
 convergence.png.
 
-    python benchmarks/convergence.py [--minutes 10] [--models cpce circle] [--variants recipe paper]
+    python benchmarks/convergence.py [--minutes 10] [--paper-minutes 5] [--models cpce circle]
+                                     [--variants recipe paper]
+
+Rows of earlier runs for other (model, variant) pairs are kept in the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -142,18 +146,28 @@ def main() -> None:
                         help="extra config override for every run, e.g. train.lr=2e-4")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    minutes = {"recipe": args.minutes, "paper": args.paper_minutes or args.minutes}
+    rows = earlier_rows()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "synthetic"
         prepare_synthetic_cache(path, n_subjects=20, n_slices=16, n_folds=2, test_fraction=0.3)
         cache = Cache.open(path)
-        minutes = {"recipe": args.minutes, "paper": args.paper_minutes or args.minutes}
-        rows = [run(m, v, cache, args.epochs, minutes[v] * 60, args.overrides)
-                for m in args.models for v in args.variants]
-    for r in rows:
-        print(f"{r['model']:6s} {r['variant']:6s}: {r['final']['psnr_gain']:+.2f} dB, "
-              f"SSIM {r['final']['ssim_gain']:+.4f} over the LR input after {r['seconds']:.0f} s")
-    result = write_result("convergence", {"minutes": minutes, "threads": args.threads, "rows": rows})
-    print(f"-> {result}, {plot(rows, RESULTS / 'convergence.png')}")
+        for model in args.models:
+            for variant in args.variants:
+                row = run(model, variant, cache, args.epochs, minutes[variant] * 60, args.overrides)
+                rows = [r for r in rows if (r["model"], r["variant"]) != (model, variant)] + [row]
+                # Written after every run: an interrupted benchmark keeps what it measured.
+                result = write_result("convergence", {"threads": args.threads, "rows": rows})
+                print(f"{model:6s} {variant:6s}: {row['final']['psnr_gain']:+.2f} dB, SSIM "
+                      f"{row['final']['ssim_gain']:+.4f} over the LR input after {row['seconds']:.0f} s "
+                      f"-> {result}", flush=True)
+    print(f"-> {plot(rows, RESULTS / 'convergence.png')}")
+
+
+def earlier_rows() -> list[dict]:
+    """Rows of earlier runs (other models or variants), kept beside this run's."""
+    path = RESULTS / "convergence.json"
+    return json.loads(path.read_text())["rows"] if path.is_file() else []
 
 
 if __name__ == "__main__":

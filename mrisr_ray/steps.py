@@ -57,6 +57,7 @@ class GanSteps:
         self.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)
 
     def make_optimizers(self) -> None:
+        """New Adam optimizers (at construction, and when the adversarial phase begins)."""
         lr, betas = self.config.train.lr, self.config.train.betas
         self.opt_g = torch.optim.Adam([p for g in self.generators.values() for p in g.parameters()],
                                       lr=lr, betas=betas)

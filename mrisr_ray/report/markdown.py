@@ -64,10 +64,12 @@ def configuration_section(source: ModelSource) -> list[str]:
                      f"{fmt(psnr.mean(), sample_sd(psnr), 2)} dB, SSIM "
                      f"{fmt(ssim.mean(), sample_sd(ssim), 4)}.")
     if source.default_cv:
-        p, ps, s, ss = source.default_cv
+        p, ps, s, ss, done = source.default_cv
+        partial = f" over {done} of {len(source.fold_psnr)} folds (stopped early by ASHA)" \
+            if done < len(source.fold_psnr) else ""
         losses = losses_described(source.default_config) if source.default_config else "unknown"
         lines.append(f"- Trial 0 of the same study (its base configuration, with {losses}): PSNR "
-                     f"{fmt(p, ps, 2)} dB, SSIM {fmt(s, ss, 4)}.")
+                     f"{fmt(p, ps, 2)} dB, SSIM {fmt(s, ss, 4)}{partial}.")
     if source.perceptual and source.perceptual != "vgg":
         lines.append(f"- **Perceptual loss opt-out: `{source.perceptual}`** (no ImageNet VGG-19 weights).")
     c, values = source.config, flatten(source.config)

@@ -31,7 +31,9 @@ class ModelSource:
     trial_id: str | None = None
     fold_psnr: list[float] = field(default_factory=list)  # CV of the best trial, per fold
     fold_ssim: list[float] = field(default_factory=list)
-    default_cv: tuple[float, float, float, float] | None = None  # trial 0 (base config): mean/SD
+    # Trial 0 (the base configuration): PSNR mean, SD, SSIM mean, SD, and the folds it trained
+    # (fewer than the study's when ASHA stopped it).
+    default_cv: tuple[float, float, float, float, int] | None = None
     default_config: Config | None = None  # trial 0's configuration
     protocol_hash: str | None = None
     perceptual: str | None = None
@@ -74,7 +76,8 @@ def from_study(tracking: Tracking, experiment: str, model: str, name: str | None
     default = runs.default_trial(tracking, experiment, study_name)
     if default is not None and "psnr_mean" in default.data.metrics:
         m = default.data.metrics
-        default_cv = (m["psnr_mean"], m.get("psnr_sd", 0.0), m["ssim_mean"], m.get("ssim_sd", 0.0))
+        default_cv = (m["psnr_mean"], m.get("psnr_sd", 0.0), m["ssim_mean"], m.get("ssim_sd", 0.0),
+                      int(m.get("folds_done", len(folds))))
         default_config = runs.load_run_config(tracking, default.info.run_id)
     return ModelSource(model=model, config=config, generators=generators,
                        how=f"ensemble (mean output) of the {len(generators)} fold models of study "

@@ -116,6 +116,11 @@ def train_epochs(steps: GanSteps, sampler: PatchSampler, cache: Cache, val_subje
     train = config.train
     warmup = warmup_epochs(train)
     for epoch in range(start_epoch, train.epochs + 1):
+        if warmup and epoch == warmup + 1:
+            # ESRGAN/BasicSR practice: the GAN phase starts fresh optimizers from the warmed-up
+            # generators. Adam's moments from an L1-only phase misjudge the new loss mix (CIRCLE
+            # lost most of its warm-up gain within 20 steps without this; docs/models.md).
+            steps.make_optimizers()
         lr = learning_rate(epoch, train)
         steps.set_lr(lr)
         steps.train(True)
