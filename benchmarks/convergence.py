@@ -125,7 +125,7 @@ def plot(rows: list[dict], path: Path) -> Path:
         for ax, name in zip(axes[:, col], ("PSNR gain over LR input (dB)", "SSIM gain over LR input"),
                             strict=True):
             ax.axhline(0, color="k", lw=0.8)
-            ax.set(title=f"{model}: {name}", xlabel="epoch (grey: L1 warm-up)")
+            ax.set(title=f"{model}: {name}", xlabel="epoch (grey: the recipe's L1 warm-up)")
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.legend()
     fig.tight_layout()
