@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from mrisr_ray.errors import UserInputError
+from mrisr_ray.resources import Resources
 
 QUIET_RAY = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -34,33 +35,32 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, runtime_env=runtime_env)
 
 
-def check_local_request(workers: int, use_gpu: bool, cpus_per_worker: float) -> None:
+def check_local_request(resources: Resources) -> None:
     """Refuse, before Ray starts, what this machine cannot give."""
     import torch
 
+    workers = resources.workers
     if workers < 1:
         raise UserInputError(f"--workers must be at least 1, got {workers}")
-    if use_gpu:
+    if resources.use_gpu:
         if not torch.cuda.is_available():
             raise UserInputError("--device cuda: no CUDA device is available on this machine")
         if workers > torch.cuda.device_count():
             raise UserInputError(f"--workers {workers} needs {workers} GPUs, this machine has "
                                  f"{torch.cuda.device_count()} (one GPU per DDP worker)")
-    elif workers * cpus_per_worker > (os.cpu_count() or 1):
-        raise UserInputError(f"--workers {workers} needs {workers * cpus_per_worker:g} CPUs, this "
+    elif resources.cpus > (os.cpu_count() or 1):
+        raise UserInputError(f"--workers {workers} needs {resources.cpus:g} CPUs, this "
                              f"machine has {os.cpu_count()}")
 
 
-def check_cluster_request(workers: int, use_gpu: bool, cpus_per_worker: float,
-                          gpus_per_worker: float = 1.0) -> None:
+def check_cluster_request(resources: Resources) -> None:
     """Refuse what the connected Ray cluster cannot give (total resources)."""
     import ray
 
     total = ray.cluster_resources()
-    need_cpu = workers * cpus_per_worker
-    if need_cpu > total.get("CPU", 0):
+    if resources.cpus > total.get("CPU", 0):
         raise UserInputError(f"the Ray cluster has {total.get('CPU', 0):g} CPUs, the request needs "
-                             f"{need_cpu:g}")
-    if use_gpu and workers * gpus_per_worker > total.get("GPU", 0):
+                             f"{resources.cpus:g}")
+    if resources.use_gpu and resources.gpus > total.get("GPU", 0):
         raise UserInputError(f"the Ray cluster has {total.get('GPU', 0):g} GPUs, the request needs "
-                             f"{workers * gpus_per_worker:g}")
+                             f"{resources.gpus:g}")

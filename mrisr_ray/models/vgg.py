@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mrisr_ray.config import Config, perceptual_active
+from mrisr_ray.config import Config, perceptual_mode
 from mrisr_ray.errors import UserInputError
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
@@ -135,7 +135,7 @@ def with_resolved_weights(config: Config, option: str | None = None) -> Config:
     Called once, on the driver, before any worker starts: a missing or unreadable file stops
     there with one line; workers then read `loss.vgg_weights` and resolve nothing.
     """
-    if not perceptual_active(config) or config.loss.perceptual != "vgg":
+    if perceptual_mode(config) != "vgg":
         return config
     path = resolve_vgg_weights(option or config.loss.vgg_weights).resolve()
     build_perceptual("vgg", str(path))

@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from mrisr_ray.config import flatten, losses_described, warmup_epochs
+from mrisr_ray.config import flatten, losses_described, perceptual_mode, warmup_epochs
 from mrisr_ray.deviations import deviations
 from mrisr_ray.metrics import sample_sd
 from mrisr_ray.registry import model_spec
@@ -70,8 +70,9 @@ def configuration_section(source: ModelSource) -> list[str]:
         losses = losses_described(source.default_config) if source.default_config else "unknown"
         lines.append(f"- Trial 0 of the same study (its base configuration, with {losses}): PSNR "
                      f"{fmt(p, ps, 2)} dB, SSIM {fmt(s, ss, 4)}{partial}.")
-    if source.perceptual and source.perceptual != "vgg":
-        lines.append(f"- **Perceptual loss opt-out: `{source.perceptual}`** (no ImageNet VGG-19 weights).")
+    perceptual = perceptual_mode(source.config)
+    if perceptual not in (None, "vgg"):
+        lines.append(f"- **Perceptual loss opt-out: `{perceptual}`** (no ImageNet VGG-19 weights).")
     c, values = source.config, flatten(source.config)
     weights = [k for k in (*model_spec(c.model).loss_keys, "loss.lambda_adv", "loss.lambda_l1")
                if isinstance(values[k], float)]

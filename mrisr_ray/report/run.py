@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mrisr_ray import runs, tracking
-from mrisr_ray.config import perceptual_mode
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.progress import Track, no_progress
@@ -63,8 +62,7 @@ def retrained(request: ReportRequest, model: str, choice: str | None) -> ModelSo
                                 experiment=request.experiment, vgg_weights=request.vgg_weights,
                                 kind=RunKind.RETRAIN))
     return ModelSource(model=model, config=config, generators=[load_generator(config, result.generator)],
-                       how=f"{origin}, retrained on all non-test subjects (run {result.run_id})",
-                       perceptual=perceptual_mode(config))
+                       how=f"{origin}, retrained on all non-test subjects (run {result.run_id})")
 
 
 def model_sources(request: ReportRequest, cache: Cache) -> list[ModelSource]:

@@ -13,7 +13,7 @@ from mlflow.entities import Run
 from torch import nn
 
 from mrisr_ray import runs
-from mrisr_ray.config import Config, load_config, perceptual_mode
+from mrisr_ray.config import Config, load_config
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.registry import model_spec
 from mrisr_ray.tracking import Tracking
@@ -36,7 +36,6 @@ class ModelSource:
     default_cv: tuple[float, float, float, float, int] | None = None
     default_config: Config | None = None  # trial 0's configuration
     protocol_hash: str | None = None
-    perceptual: str | None = None
 
 
 def load_generator(config: Config, state_path: Path) -> nn.Module:
@@ -85,8 +84,7 @@ def from_study(tracking: Tracking, experiment: str, model: str, name: str | None
                        study=study_name, trial_id=best, fold_psnr=[p for p, _ in scores],
                        fold_ssim=[s for _, s in scores], default_cv=default_cv,
                        default_config=default_config,
-                       protocol_hash=study.data.tags.get(runs.PROTOCOL_HASH),
-                       perceptual=perceptual_mode(config))
+                       protocol_hash=study.data.tags.get(runs.PROTOCOL_HASH))
 
 
 def config_of(tracking: Tracking, experiment: str, model: str, choice: str | None) -> tuple[Config, str]:

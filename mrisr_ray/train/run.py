@@ -117,7 +117,7 @@ def train(request: TrainRequest) -> TrainResult:
     cache = Cache.open(request.cache)
     resources = request.resources.on_gpu(resolve_device(request.device))
     if request.address is None and request.check_local:
-        check_local_request(resources.workers, resources.use_gpu, resources.cpus_per_worker)
+        check_local_request(resources)
     train_subjects, val_subjects = fold_subjects(cache, request.fold)
     if request.resume_run_id:
         config, ray_name = resumed(request, cache)
@@ -130,8 +130,7 @@ def train(request: TrainRequest) -> TrainResult:
         # Missing VGG weights stop here, with the instructions, not inside a worker.
         config = with_resolved_weights(config, request.vgg_weights)
     ensure_ray(request.address)
-    check_cluster_request(resources.workers, resources.use_gpu, resources.cpus_per_worker,
-                          resources.gpus_per_worker)
+    check_cluster_request(resources)
     t = request.tracking
     if request.resume_run_id:
         run_id = request.resume_run_id

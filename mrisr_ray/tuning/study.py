@@ -54,8 +54,7 @@ def check_resources(plan: Plan) -> None:
     import ray
 
     resources = plan.resources
-    check_cluster_request(resources.workers, resources.use_gpu, resources.cpus_per_worker,
-                          resources.gpus_per_worker)
+    check_cluster_request(resources)
     total_cpu = ray.cluster_resources().get("CPU", 0)
     if resources.cpus + TRIAL_DRIVER_CPU > total_cpu:
         raise UserInputError(f"one trial needs {resources.cpus:g} CPUs for its workers plus "
@@ -142,7 +141,7 @@ def run_study(request: StudyRequest) -> StudyResult:
     if request.resume and not experiment_path.is_dir():
         raise UserInputError(f"--resume: no study named {plan.name!r} under {experiment_path.parent}")
     if request.address is None:
-        check_local_request(plan.resources.workers, plan.resources.use_gpu, plan.resources.cpus_per_worker)
+        check_local_request(plan.resources)
     # Missing VGG weights stop here, with the instructions, not in every trial.
     config = with_resolved_weights(request.config, request.vgg_weights)
     ensure_ray(request.address)
