@@ -3,6 +3,11 @@ same worker loop called directly without Ray, in one run, at two scales: the dem
 and a fold of at least 60 s of compute (target there: Ray at most 1.3× the plain loop).
 
     python benchmarks/ray_overhead.py
+
+Both sides train with one torch thread (a Ray worker with 1 CPU sets that, `train/worker.py`).
+The JSON records the machine's CPUs (`machine.cpu_count`) and those threads
+(`torch_threads_per_worker`) apart: results written before this was fixed say `cpu_threads: 1`,
+which was torch's thread count after the plain loop, not the machine's CPUs (2).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import write_result
+from common import host, write_result
 
 from mrisr_ray.config import load_config
 from mrisr_ray.data.cache import Cache
@@ -30,16 +35,22 @@ TINY = ["data.patch_size=32", "circle.first_width=16", "circle.min_width=8", "ci
         "train.val_max_slices=3"]
 SCALES = {"demo": ["train.epochs=2", "train.max_patches_per_epoch=64"],
           "fold60": ["train.epochs=4", "train.max_patches_per_epoch=1024"]}
+WORKER_THREADS = 1  # torch threads of a Ray worker with 1 CPU, and of the plain loop
 
 
 def plain_loop(config, cache: Cache) -> float:
     """The same training session as a Ray worker runs, called directly (checkpoints included)."""
-    torch.set_num_threads(1)  # like one Ray worker with 1 CPU
-    started = time.perf_counter()
-    fold = cache.splits.fold(0)
-    with tempfile.TemporaryDirectory() as folder:
-        train_session(config, cache, fold.train, fold.val, LoopContext(), Path(folder), lambda result: None)
-    return time.perf_counter() - started
+    threads = torch.get_num_threads()
+    torch.set_num_threads(WORKER_THREADS)  # like one Ray worker with 1 CPU
+    try:
+        started = time.perf_counter()
+        fold = cache.splits.fold(0)
+        with tempfile.TemporaryDirectory() as folder:
+            train_session(config, cache, fold.train, fold.val, LoopContext(), Path(folder),
+                          lambda result: None)
+        return time.perf_counter() - started
+    finally:
+        torch.set_num_threads(threads)
 
 
 def through_ray(config, cache: Cache, root: Path) -> float:
@@ -67,7 +78,8 @@ def main() -> None:
             rows.append({"scale": scale, "plain_s": round(plain, 2), "ray_s": round(ray_seconds, 2),
                          "ratio": round(ray_seconds / plain, 3)})
             print(rows[-1], flush=True)
-    path = write_result("ray_overhead", {"rows": rows, "target_ratio_fold60": 1.3})
+    path = write_result("ray_overhead", {"torch_threads_per_worker": WORKER_THREADS, "rows": rows,
+                                         "target_ratio_fold60": 1.3}, machine_info=host())
     print(f"-> {path}")
 
 

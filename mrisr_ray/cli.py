@@ -117,7 +117,8 @@ def train(
     vgg_weights: Annotated[str | None, typer.Option(help="VGG-19 weights file (or 'download').")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "mrisr-ray",
     resume: Annotated[str | None, typer.Option(
-        help="MLflow run id to continue from its last checkpoint.")] = None,
+        help="MLflow run id to continue from its last checkpoint (its own config and data; "
+        "tune's --resume continues a study instead).")] = None,
     max_failures: Annotated[int, typer.Option(help="Worker-group restarts from the last checkpoint.")] = 1,
     address: AddressOption = None,
     set_: SetOption = None,
@@ -137,7 +138,12 @@ def train(
     if data is None:
         raise UserInputError("give --data CACHE (a folder made by `mrisr-ray prepare`)")
     overrides = config_overrides(set_, epochs)
-    run_config = load_config(model, config, overrides)
+    if resume is not None and overrides and model is None and config is None:
+        raise UserInputError(f"--resume {resume} continues the run's own configuration; "
+                             "--set/--epochs cannot change it")
+    # A resumed run keeps its own config: one given with --resume must be the same (checked).
+    given = resume is None or model is not None or config is not None
+    run_config = load_config(model, config, overrides) if given else None
     wd = resolve_workdir(workdir)
     result = run_training(TrainRequest(
         config=run_config, cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
@@ -251,6 +257,68 @@ def report(
     typer.echo(f"per-subject metrics: {result.metrics_csv}")
 
 
+PREDICT_HELP = (
+    "Super-resolve your own scans with a tuned or trained model (nnU-Net-style predict).\n\n"
+    "A model expects what it was trained on: a volume on its training grid whose k-space outside the kept "
+    "block is empty, the zero-filled LR image. Models trained on IXI T2 or on the synthetic cohort know "
+    "256×256 axial slices of 0.94 mm at keep 0.5 (the central 25% of k-space); the command prints the "
+    "chosen model's own grid. Pass --degrade for a full-resolution scan, --zero-fill for a genuinely "
+    "low-resolution one.\n\n"
+    "Output: the input's orientation, affine and shape (finer in-plane with --zero-fill), float32, in the "
+    "input's intensity range. Details: docs/predict.md."
+)
+
+
+@app.command(help=PREDICT_HELP,
+             epilog="Example: mrisr-ray predict --input scans/ --output sr/ --latest cpce --degrade")
+def predict(
+    input_: Annotated[Path, typer.Option("--input", help="A .nii/.nii.gz scan, or a folder of them.")],
+    output: Annotated[Path, typer.Option(help="Output .nii/.nii.gz (or a folder, for a folder input).")],
+    study: Annotated[str | None, typer.Option(
+        help="A study's best trial: its K fold generators, averaged.")] = None,
+    latest: Annotated[str | None, typer.Option(help="The newest finished study of this model: "
+                                               + MODEL_CHOICES)] = None,
+    run: Annotated[str | None, typer.Option(help="A training run's best generator (MLflow run id).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="A generator file (best_generator.pt, or a checkpoint's generator.pt).")] = None,
+    degrade: Annotated[bool, typer.Option(
+        "--degrade", help="The input is HR: degrade it as in training and print PSNR/SSIM of LR and SR "
+        "against it.")] = False,
+    zero_fill: Annotated[bool, typer.Option(
+        "--zero-fill", help="The input is a low-resolution scan: zero-pad its k-space onto the training "
+        "grid first (128×128 → 256×256 at keep 0.5).")] = False,
+    dc: Annotated[bool, typer.Option("--dc", help="k-space data consistency on the output (+DC).")] = False,
+    keep: Annotated[float | None, typer.Option(
+        help="Fraction of each k-space axis kept (default: the model's training data's).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int | None, typer.Option(
+        help="Slices per forward (default: 1 per CPU thread, 16 on a GPU).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "mrisr-ray",
+    workdir: WorkdirOption = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Super-resolve your own scans with a tuned or trained model."""
+    from mrisr_ray.predict import ModelChoice, Options, PredictRequest
+    from mrisr_ray.predict import predict as run_predict
+    from mrisr_ray.tracking import Tracking
+    from mrisr_ray.workdir import resolve_workdir
+
+    choice = ModelChoice(study=study, latest=latest, run=run, checkpoint=checkpoint)
+    store = None if checkpoint is not None else Tracking.for_workdir(resolve_workdir(workdir), tracking_uri)
+    result = run_predict(PredictRequest(
+        input=input_, output=output, model=choice, tracking=store, experiment=experiment,
+        options=Options(degrade=degrade, zero_fill=zero_fill, dc=dc, keep=keep, device=device,
+                        batch_size=batch_size), overwrite=overwrite), say=typer.echo, track=track)
+    typer.echo("\n".join(result.lines()))
+    written = [row.output for row in result.rows if row.error is None]
+    if written:
+        typer.echo(f"written: {output if result.folder else written[0]}")
+    if result.failed:
+        raise RunFailed(f"{len(result.failed)} of {len(result.rows)} scans failed (listed above); the "
+                        "others were written")
+
+
 @app.command(epilog="Example: mrisr-ray demo --workdir mrisr-work")
 def demo(
     subjects: Annotated[int, typer.Option(help="Synthetic subjects (30% are test subjects).")] = 20,
@@ -304,13 +372,39 @@ def ui(
     os.execv(sys.executable, command)
 
 
+# Click's errors meant for the user (usage errors among them). Typer now ships its own copy of
+# Click and re-exports only some of its classes: the base class is found from one it re-exports.
+CLICK_ERROR = next(k for k in typer.BadParameter.__mro__ if k.__name__ == "ClickException")
+
+
+def usage_line(exc: Exception) -> str:
+    """Click's message on one line, with the help command that its usage box used to show."""
+    text = " ".join(line.strip() for line in exc.format_message().splitlines() if line.strip())
+    ctx = getattr(exc, "ctx", None)
+    return f"{text} (try '{ctx.command_path} --help')" if ctx is not None else text
+
+
 def main() -> None:
-    """Entry point: bad input becomes one line on stderr and exit code 2 (usage errors too)."""
+    """Entry point: bad input becomes one line on stderr and exit code 2 (usage errors too), a
+    failed run one line and exit code 1. Click runs with standalone_mode=False, so that its usage
+    errors come here instead of being drawn as a box."""
     try:
-        app()
+        code = app(standalone_mode=False)  # the exit code of a typer.Exit (or Ctrl-C: 130)
+    except CLICK_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `mrisr-ray` alone: the help, on stdout
+            if exc.format_message().strip():  # rich printed it already, plain Click did not
+                typer.echo(exc.format_message())
+        else:
+            typer.echo(f"error: {usage_line(exc)}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(1)
     except UserInputError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except RunFailed as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -11,6 +11,7 @@ The names and values below are those that existing stores hold: changing one hid
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from mrisr_ray.tracking import Tracking
 
 if TYPE_CHECKING:
     from mrisr_ray.data.cache import Cache
+    from mrisr_ray.data.splits import Splits
     from mrisr_ray.resources import Resources
 
 # Tag names.
@@ -40,12 +42,16 @@ STATE = "state"  # of a trial run
 BEST_TRIAL = "best_trial"  # of a finished study run
 DEFAULT_CONFIG = "default_config"  # "true" on the trial run of the study's base configuration
 PROTOCOL_HASH = "protocol_hash"
+DATA_DIGEST, SPLITS_DIGEST = "data_digest", "splits_digest"  # of the cache (full SHA-256 hex)
+BASE_CONFIG_SHA256, SPACE_SHA256 = "base_config_sha256", "search_space_sha256"  # of a study
 RESUMED_FROM_EPOCH, RESUMED_GENERATOR = "resumed_from_epoch", "resumed_generator_sha256"
 RAY_RUN_NAME = "ray_run_name"  # of a training run: the Ray Train run it resumes from
 
 ALL_TRAIN = "all-train"  # the `fold` of a training on every non-test subject
 CONFIG_ARTIFACT = "config.yaml"
-GENERATOR_ARTIFACT = "best_generator.pt"  # the best validation epoch's generator state_dict
+SPLITS_ARTIFACT = "splits.json"  # the cache's splits, logged on every training and study run
+GENERATOR_ARTIFACT = "best_generator.pt"  # the best epoch's generator file (train/checkpoint.py:
+# {model, config, state_dict, data}; runs logged before that hold a bare state_dict)
 BEST_PSNR, BEST_SSIM = "best_val_psnr", "best_val_ssim"  # final metrics of a training run
 
 
@@ -97,18 +103,38 @@ def git_commit() -> str:
         return "unknown"
 
 
+def data_tags(cache: Cache) -> dict[str, str]:
+    """Which scans and which splits: on every run, so that a report finds only models whose
+    training never saw its test subjects."""
+    return {PROTOCOL_HASH: cache.manifest.protocol_hash, DATA_DIGEST: cache.manifest.data_digest,
+            SPLITS_DIGEST: cache.splits.digest()}
+
+
 def _provenance_tags(cache: Cache) -> dict[str, str]:
     """Which data and which code: on every run that is not a trial."""
-    return {PROTOCOL_HASH: cache.manifest.protocol_hash, "data": str(cache.path), "git_commit": git_commit()}
+    return {**data_tags(cache), "data": str(cache.path), "git_commit": git_commit()}
 
 
-def study_tags(name: str, model: str, cache: Cache, metric: str) -> dict[str, str]:
-    return {KIND: RunKind.STUDY.value, STUDY: name, MODEL: model, "metric": metric, **_provenance_tags(cache)}
+def matches(run: Run, cache: Cache) -> bool:
+    """The run was made on this cache: same protocol, scans and splits."""
+    return all(run.data.tags.get(k) == v for k, v in data_tags(cache).items())
 
 
-def trial_tags(study: str, trial_id: str, model: str) -> dict[str, str]:
+def study_tags(name: str, model: str, cache: Cache, metric: str, base_config: str,
+               space_sha256: str) -> dict[str, str]:
+    """`base_config`: the base configuration's YAML; `space_sha256`: the search space file's."""
+    return {KIND: RunKind.STUDY.value, STUDY: name, MODEL: model, "metric": metric,
+            BASE_CONFIG_SHA256: sha256_text(base_config), SPACE_SHA256: space_sha256,
+            **_provenance_tags(cache)}
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def trial_tags(study: str, trial_id: str, model: str, cache: Cache) -> dict[str, str]:
     return {KIND: RunKind.TRIAL.value, STUDY: study, TRIAL_ID: trial_id, MODEL: model,
-            STATE: TrialState.RUNNING.value}
+            STATE: TrialState.RUNNING.value, **data_tags(cache)}
 
 
 def training_tags(kind: RunKind, config: Config, cache: Cache, fold: int | None, ray_storage: Path,
@@ -238,7 +264,20 @@ def load_run_config(t: Tracking, run_id: str) -> Config:
         return from_dict(yaml.safe_load(Path(path).read_text()))
 
 
+def logged_splits(t: Tracking, run_id: str) -> Splits | None:
+    """The splits.json a training or study run logged (None: it logged none)."""
+    from mrisr_ray.data.splits import Splits
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = t.client().download_artifacts(run_id, SPLITS_ARTIFACT, tmp)
+        except Exception:  # MLflow raises several types for a missing artifact
+            return None
+        return Splits.from_json(Path(path).read_text(), f"run {run_id}'s {SPLITS_ARTIFACT}")
+
+
 def download_generator(t: Tracking, run_id: str, folder: Path) -> Path:
-    """The run's best generator state_dict, downloaded into `folder`."""
+    """The run's best generator file, downloaded into `folder` (read it with
+    `train.checkpoint.read_generator`)."""
     folder.mkdir(parents=True, exist_ok=True)
     return Path(t.client().download_artifacts(run_id, GENERATOR_ARTIFACT, str(folder)))

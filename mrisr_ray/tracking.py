@@ -2,7 +2,8 @@
 global "active run" state: it does not cross Ray processes). What the runs mean, their tags and
 the queries that find them, is `runs.py`.
 
-Local default store: `sqlite:///<workdir>/mlflow.db` with artifacts under `<workdir>/mlartifacts`
+Local default store: `sqlite:///<workdir>/mlflow.db` with artifacts under `<workdir>/mlartifacts`;
+a `--tracking-uri sqlite:///…/x.db` keeps its artifacts in `mlartifacts/` beside the file
 (absolute paths: Ray workers change their working directory).
 """
 
@@ -20,10 +21,34 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from mrisr_ray.workdir import Workdir
+from mrisr_ray.workdir import Workdir, ensure_folder
 
 DEFAULT_EXPERIMENT = "mrisr-ray"
 MAX_PARAM_LENGTH = 6000
+SQLITE_FILE = "sqlite:///"
+
+
+def local_store(uri: str) -> str:
+    """A `--tracking-uri` as every process can use it: a SQLite file's path made absolute (Ray
+    workers run in other directories) and its folder created, as the work directory is (the
+    default store's folder); any other URI as it is."""
+    if not uri.startswith(SQLITE_FILE):
+        return uri
+    path, sep, query = uri[len(SQLITE_FILE):].partition("?")
+    if path in ("", ":memory:"):
+        return uri
+    db = Path(path).resolve()
+    ensure_folder(db.parent, f"--tracking-uri {uri}")
+    return f"{SQLITE_FILE}{db}{sep}{query}"
+
+
+def artifacts_beside(uri: str) -> Path | None:
+    """A SQLite store's artifacts go to `mlartifacts/` beside its file (MLflow's default would be
+    `./mlruns` under whichever directory each process runs in); other stores choose their own."""
+    path = uri[len(SQLITE_FILE):].partition("?")[0]
+    if not uri.startswith(SQLITE_FILE) or path in ("", ":memory:"):
+        return None
+    return Path(path).parent / "mlartifacts"
 
 
 @functools.cache
@@ -45,8 +70,10 @@ class Tracking:
 
     @classmethod
     def for_workdir(cls, workdir: Workdir, uri: str | None = None) -> Tracking:
+        """The store `uri` (`--tracking-uri`, see `local_store`), else the work directory's."""
         if uri:
-            return cls(uri=uri)
+            store = local_store(uri)
+            return cls(uri=store, artifact_root=artifacts_beside(store))
         return cls(uri=workdir.mlflow_uri, artifact_root=workdir.mlflow_artifacts)
 
     def exists(self) -> bool:

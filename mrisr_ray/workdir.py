@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mrisr_ray.errors import UserInputError
+
 WORKDIR_ENV = "MRISR_RAY_WORKDIR"
 DEFAULT_WORKDIR = "mrisr-work"
 
@@ -39,7 +41,25 @@ class Workdir:
         return self.root / "data"
 
 
+def ensure_folder(folder: Path, what: str) -> Path:
+    """Create `folder` (and its parents) unless it exists; one clear error if that cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        in_the_way = isinstance(exc, (FileExistsError, NotADirectoryError))
+        reason = "a file is in the way" if in_the_way else exc.strerror or str(exc)
+        raise UserInputError(f"{what}: cannot create the folder {folder} ({reason})") from None
+    return folder
+
+
 def resolve_workdir(option: str | Path | None = None) -> Workdir:
-    """`--workdir`, else `$MRISR_RAY_WORKDIR`, else `./mrisr-work`; always absolute."""
-    chosen = option or os.environ.get(WORKDIR_ENV) or DEFAULT_WORKDIR
-    return Workdir(Path(chosen).expanduser().resolve())
+    """`--workdir`, else `$MRISR_RAY_WORKDIR`, else `./mrisr-work`; always absolute, and created
+    here for every command: what lives in it (optuna.db, mlflow.db, Ray storage) is opened
+    without creating its folder."""
+    if option:
+        chosen, source = option, f"--workdir {option}"
+    elif os.environ.get(WORKDIR_ENV):
+        chosen, source = os.environ[WORKDIR_ENV], f"{WORKDIR_ENV}={os.environ[WORKDIR_ENV]}"
+    else:
+        chosen, source = DEFAULT_WORKDIR, "the default work directory"
+    return Workdir(ensure_folder(Path(chosen).expanduser().resolve(), source))

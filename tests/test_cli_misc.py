@@ -11,7 +11,7 @@ import pytest
 from helpers import TINY_RUN, run_cli
 from test_cli_prepare import assert_one_line_error
 
-COMMANDS = ["prepare", "train", "tune", "report", "demo", "ui"]
+COMMANDS = ["prepare", "train", "tune", "report", "predict", "demo", "ui"]
 
 
 def test_every_command_has_a_purpose_and_an_example():

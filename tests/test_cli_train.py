@@ -16,6 +16,8 @@ from test_cli_prepare import assert_one_line_error
     (["--model", "circle", "--workers", str((os.cpu_count() or 1) + 1), "--device", "cpu"],
      ["needs", "CPUs, this machine has"]),
     (["--model", "cpce", "--device", "tpu"], ["--device must be auto, cpu or cuda"]),
+    (["--resume", "0123abcd", "--set", "train.lr=1"], ["--resume 0123abcd continues the run's own",
+                                                       "cannot change it"]),
 ])
 def test_bad_arguments(tiny_synthetic_cache, tmp_path, args, fragments):
     result = run_cli("train", "--data", tiny_synthetic_cache, "--workdir", tmp_path, *args)

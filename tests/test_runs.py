@@ -4,6 +4,7 @@ exactly the right queries, and by the filter strings that older code wrote (stor
 import time
 
 import pytest
+import torch
 
 from mrisr_ray import runs, tracking
 from mrisr_ray.config import load_config, with_overrides
@@ -11,6 +12,7 @@ from mrisr_ray.data.cache import Cache
 from mrisr_ray.resources import Resources
 from mrisr_ray.runs import RunKind, TrialRef, TrialState
 from mrisr_ray.tracking import Tracking
+from mrisr_ray.train.checkpoint import GeneratorFile, read_generator, write_generator
 from mrisr_ray.workdir import Workdir
 
 EXPERIMENT = "schema"
@@ -37,7 +39,8 @@ def stored(t: Tracking, query: str) -> set[str]:
 
 def start_study(t: Tracking, cache: Cache, name: str, model: str) -> str:
     time.sleep(0.01)  # distinct start times: "newest" must be well defined
-    return tracking.start_run(t, EXPERIMENT, name, runs.study_tags(name, model, cache, "psnr"))
+    return tracking.start_run(t, EXPERIMENT, name, runs.study_tags(name, model, cache, "psnr",
+                                                                    "model: cpce\n", "0" * 64))
 
 
 def start_trial(t: Tracking, cache: Cache, study: str, study_run: str, trial_id: str,
@@ -45,7 +48,7 @@ def start_trial(t: Tracking, cache: Cache, study: str, study_run: str, trial_id:
     """A trial run and its fold runs (all left running)."""
     config = load_config("cpce")
     trial_run = tracking.start_run(t, EXPERIMENT, f"{study}-{trial_id}",
-                                   runs.trial_tags(study, trial_id, config.model), study_run)
+                                   runs.trial_tags(study, trial_id, config.model, cache), study_run)
     trial = TrialRef(study=study, trial_id=trial_id, run_id=trial_run)
     fold_runs = [tracking.start_run(t, EXPERIMENT, f"{trial_id}-fold{k}",
                                     runs.training_tags(RunKind.FOLD, config, cache, k, cache.path,
@@ -171,7 +174,7 @@ def test_config_and_generator_round_trip(store, tmp_path):
     assert not [k for k in params if k.startswith("cpce.") or k == "loss.lambda_p"]  # only its model's
 
     weights = tmp_path / runs.GENERATOR_ARTIFACT
-    weights.write_bytes(b"state dict")
+    write_generator(weights, GeneratorFile(config=config, state_dict={"w": torch.ones(2)}))
     tracking.log_file(t, run_id, weights)
     downloaded = runs.download_generator(t, run_id, tmp_path / "down" / run_id)
-    assert downloaded.read_bytes() == b"state dict" and downloaded.parent == tmp_path / "down" / run_id
+    assert read_generator(downloaded).config == config and downloaded.parent == tmp_path / "down" / run_id

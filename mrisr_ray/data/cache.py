@@ -77,6 +77,13 @@ class Manifest:
     def protocol_hash(self) -> str:
         return self.protocol.digest()
 
+    @property
+    def data_digest(self) -> str:
+        """SHA-256 over every subject's (id, source file SHA-256, kept slices): which scans and
+        slices the cache holds. Ids alone would not do: synthetic ids repeat across seeds."""
+        content = sorted([s.subject, s.sha256, list(s.kept_slices)] for s in self.subjects)
+        return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
     def to_json(self) -> str:
         body = asdict(self)
         body["protocol_hash"] = self.protocol_hash

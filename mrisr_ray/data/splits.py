@@ -8,6 +8,7 @@ File format (`splits.json`, like nnU-Net's `splits_final.json`):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,13 +40,47 @@ class Splits:
             raise UserInputError(f"fold {k} out of range: splits.json has folds 0..{len(self.folds) - 1}")
         return self.folds[k]
 
+    def seen_by(self, folds: list[int] | None = None) -> set[str]:
+        """Subjects that trained or selected the models of `folds` (None: all folds)."""
+        chosen = range(len(self.folds)) if folds is None else folds
+        return {s for k in chosen for s in (*self.fold(k).train, *self.fold(k).val)}
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical content (sorted ids, fold order kept): equal digests, equal
+        splits, whatever the file's formatting."""
+        canonical = {"seed": self.seed, "test": sorted(self.test),
+                     "folds": [{"train": sorted(f.train), "val": sorted(f.val)} for f in self.folds]}
+        return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+    def check(self, where: str) -> None:
+        """Refuse splits in which a test subject trains or validates, or a fold validates on a
+        subject it trains on: the guarantee every score of the report rests on."""
+        for k, fold in enumerate(self.folds):
+            leaked = sorted(set(self.test) & (set(fold.train) | set(fold.val)))
+            if leaked:
+                raise UserInputError(f"{where}: test subject(s) {', '.join(leaked)} in fold {k}")
+            both = sorted(set(fold.train) & set(fold.val))
+            if both:
+                raise UserInputError(f"{where}: fold {k} trains and validates on {', '.join(both)}")
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
+    def from_json(cls, text: str, where: str) -> Splits:
+        """Parsed and checked (`check`); `where` names the source in errors."""
+        try:
+            raw = json.loads(text)
+            splits = cls(seed=raw["seed"], test=list(raw["test"]),
+                         folds=[Fold(train=list(f["train"]), val=list(f["val"])) for f in raw["folds"]])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserInputError(f"{where}: not a splits file ({type(exc).__name__}: {exc})") from None
+        splits.check(where)
+        return splits
+
+    @classmethod
     def load(cls, path: str | Path) -> Splits:
-        raw = json.loads(Path(path).read_text())
-        return cls(seed=raw["seed"], test=raw["test"], folds=[Fold(**f) for f in raw["folds"]])
+        return cls.from_json(Path(path).read_text(), str(path))
 
 
 def stratified_order(sites: dict[str, str], rng: np.random.Generator) -> list[str]:

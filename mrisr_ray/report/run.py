@@ -10,6 +10,7 @@ from pathlib import Path
 from mrisr_ray import runs, tracking
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
+from mrisr_ray.inference import retain_freed_memory
 from mrisr_ray.progress import Track, no_progress
 from mrisr_ray.registry import MODELS
 from mrisr_ray.report import figures
@@ -75,10 +76,7 @@ def model_sources(request: ReportRequest, cache: Cache) -> list[ModelSource]:
             if choice and Path(choice).is_file():
                 raise UserInputError(f"--{model} {choice}: a config file needs --retrain (fold models "
                                      "come from a study)")
-            source = from_study(request.tracking, request.experiment, model, choice)
-            if source.protocol_hash != cache.manifest.protocol_hash:
-                raise UserInputError(f"{cache.path}: data protocol {cache.manifest.protocol_hash} differs "
-                                     f"from study {source.study}'s {source.protocol_hash}")
+            source = from_study(request.tracking, request.experiment, model, choice, cache)
         sources.append(source)
     return sources
 
@@ -113,6 +111,7 @@ def make_report(request: ReportRequest,
                 track: Track = no_progress) -> ReportResult:
     cache = Cache.open(request.cache)
     test = check_test_subjects(cache)
+    retain_freed_memory()  # the report's process only runs generators (inference.py)
     sources = model_sources(request, cache)
     folder = request.out or request.workdir.reports
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,15 +8,15 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from mlflow.entities import Run
 from torch import nn
 
 from mrisr_ray import runs
 from mrisr_ray.config import Config, load_config
+from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
-from mrisr_ray.registry import model_spec
 from mrisr_ray.tracking import Tracking
+from mrisr_ray.train.checkpoint import read_generator
 
 
 @dataclass
@@ -35,36 +35,84 @@ class ModelSource:
     # (fewer than the study's when ASHA stopped it).
     default_cv: tuple[float, float, float, float, int] | None = None
     default_config: Config | None = None  # trial 0's configuration
-    protocol_hash: str | None = None
 
 
 def load_generator(config: Config, state_path: Path) -> nn.Module:
-    net = model_spec(config.model).generator(config)
-    net.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
-    return net.eval()
+    """The generator file of a run whose configuration is `config` (which also reads an older
+    run's bare state_dict), as `predict` loads it."""
+    generator = read_generator(state_path, legacy_config=config)
+    if generator.model != config.model:
+        raise UserInputError(f"{state_path}: holds a {generator.model} generator, its run a {config.model}")
+    return generator.module(state_path)
 
 
-def finished_study(tracking: Tracking, experiment: str, model: str, name: str | None) -> Run:
-    """The named study, or the most recent finished study of `model`."""
-    how = (f"run `mrisr-ray tune --model {model} --data CACHE` first (or pass --{model} CONFIG "
+def seen_subjects(tracking: Tracking, folds: list[Run]) -> set[str] | None:
+    """Subjects that trained or selected these fold models, from the splits.json each fold run
+    logged (None: a run logged none)."""
+    seen: set[str] = set()
+    for run in folds:
+        splits = runs.logged_splits(tracking, run.info.run_id)
+        if splits is None:
+            return None
+        seen |= splits.seen_by([int(run.data.tags[runs.FOLD])])
+    return seen
+
+
+def finished_study(tracking: Tracking, experiment: str, model: str, name: str | None,
+                   cache: Cache) -> Run:
+    """The named study, or the most recent finished study of `model` made on `cache` (a store
+    older than the data digests: the most recent one; `check_unseen` then decides)."""
+    how = (f"run `mrisr-ray tune --model {model} --data {cache.path}` first (or pass --{model} CONFIG "
            "--retrain)")
     if not tracking.exists():
         raise UserInputError(f"no finished {model} study: {tracking.uri} holds no runs; {how}")
-    study = runs.find_study(tracking, experiment, model, name)
-    if study is None:
+    found = runs.study_runs(tracking, experiment, study=name, model=model, finished=True)
+    if name is None:
+        usable = [r for r in found if runs.matches(r, cache) or runs.DATA_DIGEST not in r.data.tags]
+        if found and not usable:
+            others = ", ".join(r.data.tags[runs.STUDY] for r in found[:3])
+            raise UserInputError(f"no finished {model} study was tuned on {cache.path} (its scans or "
+                                 f"splits differ from those of {others}); {how}")
+        found = usable
+    if not found:
         which = f"named {name!r}" if name else "finished"
         raise UserInputError(f"no {which} {model} study in {tracking.uri}; {how}")
-    return study
+    return found[0]
 
 
-def from_study(tracking: Tracking, experiment: str, model: str, name: str | None) -> ModelSource:
-    """The best trial's fold generators (an ensemble) and its CV scores."""
-    study = finished_study(tracking, experiment, model, name)
+def check_unseen(tracking: Tracking, study: Run, folds: list[Run], cache: Cache) -> None:
+    """Refuse fold models that trained or validated on a test subject of `cache`, or (tagged
+    stores) that were tuned on another cache at all."""
+    name = study.data.tags[runs.STUDY]
+    seen = seen_subjects(tracking, folds)
+    if seen is None and not runs.matches(study, cache):
+        raise UserInputError(f"study {name!r}: its fold runs logged no splits.json, so nothing "
+                             f"proves they never trained on a test subject of {cache.path}")
+    overlap = sorted((seen or set()) & set(cache.splits.test))
+    if overlap:
+        raise UserInputError(f"study {name!r} trained on test subject(s) {', '.join(overlap)} of "
+                             f"{cache.path}: report on the cache it was tuned on")
+    tagged = runs.DATA_DIGEST in study.data.tags
+    if tagged and not runs.matches(study, cache):
+        raise UserInputError(f"study {name!r} was tuned on other scans or splits than {cache.path}'s "
+                             f"({study.data.tags.get('data')}): report on the cache it was tuned on")
+    protocol = study.data.tags.get(runs.PROTOCOL_HASH)
+    if protocol != cache.manifest.protocol_hash:
+        raise UserInputError(f"{cache.path}: data protocol {cache.manifest.protocol_hash} differs "
+                             f"from study {name}'s {protocol}")
+
+
+def from_study(tracking: Tracking, experiment: str, model: str, name: str | None,
+               cache: Cache) -> ModelSource:
+    """The best trial's fold generators (an ensemble) and its CV scores, checked to have never
+    seen a test subject of `cache`."""
+    study = finished_study(tracking, experiment, model, name, cache)
     study_name, best = study.data.tags[runs.STUDY], study.data.tags.get(runs.BEST_TRIAL)
     if not best:
         raise UserInputError(f"study {study_name!r} has no trial that finished all folds")
     (trial,) = runs.trial_runs(tracking, experiment, study_name, best)
     folds = runs.fold_runs(tracking, experiment, study_name, best, finished=True)
+    check_unseen(tracking, study, folds, cache)
     config = runs.load_run_config(tracking, trial.info.run_id)
     with tempfile.TemporaryDirectory() as tmp:
         generators = [load_generator(config, runs.download_generator(tracking, run.info.run_id,
@@ -83,16 +131,24 @@ def from_study(tracking: Tracking, experiment: str, model: str, name: str | None
                        f"{study_name}, trial {best}, each at its best validation epoch",
                        study=study_name, trial_id=best, fold_psnr=[p for p, _ in scores],
                        fold_ssim=[s for _, s in scores], default_cv=default_cv,
-                       default_config=default_config,
-                       protocol_hash=study.data.tags.get(runs.PROTOCOL_HASH))
+                       default_config=default_config)
 
 
 def config_of(tracking: Tracking, experiment: str, model: str, choice: str | None) -> tuple[Config, str]:
-    """(config, origin) for --retrain: a YAML file, or a study's best trial."""
+    """(config, origin) for --retrain: a YAML file, or a study's best trial (from any cache: only
+    its configuration is used, retrained on this cache's non-test subjects)."""
     if choice and Path(choice).is_file():
         config = load_config(path=choice)
         if config.model != model:
             raise UserInputError(f"{choice}: is a {config.model} config, given for --{model}")
         return config, f"config {choice}"
-    source = from_study(tracking, experiment, model, choice)
-    return source.config, f"best configuration of study {source.study} (trial {source.trial_id})"
+    study = runs.find_study(tracking, experiment, model, choice) if tracking.exists() else None
+    if study is None:
+        raise UserInputError(f"no {'study named ' + repr(choice) if choice else 'finished study'} of "
+                             f"{model} in {tracking.uri}; pass --{model} CONFIG.yaml with --retrain")
+    name, best = study.data.tags[runs.STUDY], study.data.tags.get(runs.BEST_TRIAL)
+    if not best:
+        raise UserInputError(f"study {name!r} has no trial that finished all folds")
+    (trial,) = runs.trial_runs(tracking, experiment, name, best)
+    origin = f"best configuration of study {name} (trial {best})"
+    return runs.load_run_config(tracking, trial.info.run_id), origin

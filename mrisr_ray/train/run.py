@@ -9,14 +9,13 @@ group from the last checkpoint.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mrisr_ray import runs, tracking
-from mrisr_ray.config import Config
+from mrisr_ray.config import Config, flatten
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import RunFailed, UserInputError
 from mrisr_ray.models.vgg import with_resolved_weights
@@ -24,6 +23,7 @@ from mrisr_ray.ray_runtime import check_cluster_request, check_local_request, en
 from mrisr_ray.resources import Resources
 from mrisr_ray.runs import RunKind, TrialRef
 from mrisr_ray.tracking import Tracking
+from mrisr_ray.train import checkpoint
 from mrisr_ray.train.checkpoint import GENERATOR_FILE
 from mrisr_ray.train.worker import FAIL_ONCE_ENV, WorkerSpec, train_worker
 from mrisr_ray.workdir import Workdir
@@ -31,7 +31,7 @@ from mrisr_ray.workdir import Workdir
 
 @dataclass
 class TrainRequest:
-    config: Config
+    config: Config | None  # None only with resume_run_id: the run's own config
     cache: Path
     workdir: Workdir
     tracking: Tracking
@@ -54,7 +54,7 @@ class TrainResult:
     best_epoch: int
     best_psnr: float
     best_ssim: float
-    generator: Path  # best generator state_dict (local copy in the run's Ray storage folder)
+    generator: Path  # best generator file (checkpoint.read_generator; a copy in the Ray run folder)
     storage: Path  # the Ray run folder (checkpoints)
 
 
@@ -82,8 +82,24 @@ def ray_run_name(request: TrainRequest) -> str:
     return f"{request.config.model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def resumed(request: TrainRequest, cache: Cache) -> tuple[Config, str]:
-    """(stored config, Ray run name) of the run `request.resume_run_id`, checked to be resumable."""
+@dataclass(frozen=True)
+class Resumed:
+    """What `--resume RUN_ID` continues: the run's stored config and its Ray run folder."""
+
+    config: Config
+    ray_storage: Path  # the folder that holds the Ray run `ray_name`
+    ray_name: str
+
+
+def differing_keys(given: Config, stored: Config) -> list[str]:
+    """Config keys whose values differ (the VGG path is resolved per machine: not compared)."""
+    a, b = flatten(given), flatten(stored)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k != "loss.vgg_weights")
+
+
+def resumed(request: TrainRequest, cache: Cache) -> Resumed:
+    """The run `request.resume_run_id`, checked to be the same training: same cache and splits,
+    the same config when one is given, and its Ray run folder present with a loadable checkpoint."""
     t, run_id = request.tracking, request.resume_run_id
     try:
         tags = tracking.run_tags(t, run_id)
@@ -91,10 +107,31 @@ def resumed(request: TrainRequest, cache: Cache) -> tuple[Config, str]:
         raise UserInputError(f"--resume {run_id}: no such MLflow run in {t.uri}") from None
     if runs.RAY_RUN_NAME not in tags:
         raise UserInputError(f"--resume {run_id}: not an mrisr-ray training run")
-    if tags.get(runs.PROTOCOL_HASH) != cache.manifest.protocol_hash:
-        raise UserInputError(f"{cache.path}: data protocol {cache.manifest.protocol_hash} differs "
-                             f"from the run's {tags.get(runs.PROTOCOL_HASH)}")
-    return runs.load_run_config(t, run_id), tags[runs.RAY_RUN_NAME]
+    for key, value in runs.data_tags(cache).items():
+        if key in tags and tags[key] != value:
+            raise UserInputError(f"--resume {run_id}: --data {cache.path} differs from the run's "
+                                 f"({key} {value[:12]} vs {tags[key][:12]}, cache {tags.get('data')})")
+    stored = runs.load_run_config(t, run_id)
+    if request.config is not None:
+        changed = differing_keys(request.config, stored)
+        if changed:
+            raise UserInputError(f"--resume {run_id}: --config/--set change {', '.join(changed[:5])} "
+                                 "from the run's configuration; resume without them, or start a new run")
+    storage, name = Path(tags.get("ray_storage_path", request.workdir.ray_storage)), tags[runs.RAY_RUN_NAME]
+    # A fold may have been stopped before Ray made its folder: it then starts over in its run.
+    if not (storage / name).is_dir() and request.trial is None:
+        raise UserInputError(f"--resume {run_id}: its checkpoints were in {storage / name}, which does "
+                             "not exist here (run it where that folder is, or from a copy at that path)")
+    latest = latest_checkpoint(storage / name)
+    if latest is not None:
+        checkpoint.load(latest)  # a damaged or foreign state.pt stops here, not in every worker
+    return Resumed(config=stored, ray_storage=storage, ray_name=name)
+
+
+def latest_checkpoint(run_folder: Path) -> Path | None:
+    """The newest Ray checkpoint folder holding a state.pt (Ray names them checkpoint_<time>)."""
+    found = sorted(run_folder.glob(f"checkpoint_*/{checkpoint.STATE_FILE}"))
+    return found[-1].parent if found else None
 
 
 def start_run(request: TrainRequest, config: Config, cache: Cache, ray_name: str) -> str:
@@ -105,7 +142,7 @@ def start_run(request: TrainRequest, config: Config, cache: Cache, ray_name: str
     run_id = tracking.start_run(t, request.experiment, ray_name, tags,
                                 request.trial.run_id if request.trial else None)
     runs.log_config(t, run_id, config)
-    tracking.log_file(t, run_id, cache.path / "splits.json")
+    tracking.log_file(t, run_id, cache.path / runs.SPLITS_ARTIFACT)
     return run_id
 
 
@@ -120,9 +157,12 @@ def train(request: TrainRequest) -> TrainResult:
         check_local_request(resources)
     train_subjects, val_subjects = fold_subjects(cache, request.fold)
     if request.resume_run_id:
-        config, ray_name = resumed(request, cache)
+        previous = resumed(request, cache)
+        config, storage, ray_name = previous.config, previous.ray_storage, previous.ray_name
+    elif request.config is None:
+        raise UserInputError("a new training needs a configuration (--model or --config)")
     else:
-        config, ray_name = request.config, ray_run_name(request)
+        config, storage, ray_name = request.config, request.workdir.ray_storage, ray_run_name(request)
     if config.train.batch_size < resources.workers:
         raise UserInputError(f"train.batch_size {config.train.batch_size} is smaller than "
                              f"--workers {resources.workers}")
@@ -142,14 +182,14 @@ def train(request: TrainRequest) -> TrainResult:
                       val_subjects=val_subjects, tracking=t, run_id=run_id,
                       threads=max(1, int(resources.cpus_per_worker)),
                       fail_once=os.environ.get(FAIL_ONCE_ENV))
-    request.workdir.ray_storage.mkdir(parents=True, exist_ok=True)
+    storage.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"spec": spec},
         scaling_config=ray.train.ScalingConfig(num_workers=resources.workers, use_gpu=resources.use_gpu,
                                                resources_per_worker=resources.per_worker()),
         run_config=ray.train.RunConfig(
-            name=ray_name, storage_path=str(request.workdir.ray_storage),
+            name=ray_name, storage_path=str(storage),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute="score", checkpoint_score_order="max"),
             failure_config=ray.train.FailureConfig(max_failures=request.max_failures),
@@ -166,18 +206,20 @@ def train(request: TrainRequest) -> TrainResult:
     if result.error is not None:
         tracking.end_run(t, run_id, "FAILED")
         raise RunFailed(f"training run {run_id} failed: {result.error}")
-    return finish(request, run_id, ray_name, result)
+    return finish(request, run_id, storage / ray_name, result)
 
 
-def finish(request: TrainRequest, run_id: str, ray_name: str, result) -> TrainResult:
+def finish(request: TrainRequest, run_id: str, storage: Path, result) -> TrainResult:
     """Log the best generator and the final metrics, close the run."""
     t = request.tracking
     best = result.return_value
     best_checkpoint = max(result.best_checkpoints, key=lambda cm: cm[1]["score"])[0]
-    storage = request.workdir.ray_storage / ray_name
     generator = storage / runs.GENERATOR_ARTIFACT
-    with best_checkpoint.as_directory() as folder:
-        shutil.copyfile(Path(folder) / GENERATOR_FILE, generator)
+    with best_checkpoint.as_directory() as folder:  # (a run resumed across versions: a bare state_dict)
+        best_file = checkpoint.read_generator(Path(folder) / GENERATOR_FILE, runs.load_run_config(t, run_id))
+    # The logged file also records the training data (keep, grid, origin) that `predict` needs.
+    checkpoint.write_generator(generator, replace(best_file, data=checkpoint.TrainingData.of(
+        Cache.open(request.cache))))
     tracking.log_file(t, run_id, generator)
     final = {"best_epoch": best["epoch"]}
     if best["psnr"] == best["psnr"]:  # validated (not --all-train)

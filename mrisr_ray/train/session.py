@@ -44,11 +44,11 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def train_session(config: Config, cache: Cache, train_subjects: list[str], val_subjects: list[str],
                   ctx: LoopContext, checkpoint_dir: Path | None, sink: EpochSink,
                   wrap: Callable[[torch.nn.Module], torch.nn.Module] = identity_wrap,
-                  on_resume: Callable[[int, str], None] | None = None) -> SessionResult:
+                  on_resume: Callable[[checkpoint.Restored], None] | None = None) -> SessionResult:
     """Train `config` on `train_subjects`, validating on `val_subjects` (none: the last epoch is
     the result). `checkpoint_dir` is restored from when it holds a checkpoint (every rank) and
-    rewritten by rank 0 after every epoch, before `sink` sees the epoch; `on_resume(epoch,
-    generator SHA-256)` is told which checkpoint the session continued from."""
+    rewritten by rank 0 after every epoch, before `sink` sees the epoch; `on_resume` is told
+    which checkpoint the session continued from."""
     seed_everything(config.train.seed + ctx.rank, config.train.deterministic)
     steps = build_steps(config, ctx.device, wrap)
     if config.train.compile:
@@ -57,10 +57,12 @@ def train_session(config: Config, cache: Cache, train_subjects: list[str], val_s
     if checkpoint_dir is not None and (checkpoint_dir / checkpoint.STATE_FILE).is_file():
         state = checkpoint.load(checkpoint_dir)
         steps.load_state_dict(state["steps"])
-        checkpoint.set_rng_state(state["rng"])
+        checkpoint.restore_rng(state["rng"], ctx.rank, config.train.seed, state["epoch"])
         start_epoch, best = state["epoch"] + 1, state["best"]
         if on_resume is not None:
-            on_resume(state["epoch"], checkpoint.state_sha256(steps.sr_generator.state_dict()))
+            on_resume(checkpoint.Restored(epoch=state["epoch"], metrics=state.get("metrics", {}),
+                                          generator_sha256=checkpoint.state_sha256(
+                                              steps.sr_generator.state_dict())))
 
     sampler = make_sampler(cache, train_subjects, config, ctx)
     if len(sampler.epoch_positions(1)) < config.train.batch_size // ctx.world_size:
@@ -68,9 +70,12 @@ def train_session(config: Config, cache: Cache, train_subjects: list[str], val_s
                          f"of {config.train.batch_size}")
 
     def save_then_sink(result: EpochResult) -> None:
-        if checkpoint_dir is not None and ctx.rank == 0:
-            checkpoint.save(checkpoint_dir, result.epoch, steps.state_dict(),
-                            steps.sr_generator.state_dict(), result.best, config)
+        if checkpoint_dir is not None:
+            rank_rng = checkpoint.gathered_rng_states(ctx.world_size)
+            if ctx.rank == 0:
+                checkpoint.save(checkpoint_dir, result.epoch, steps.state_dict(),
+                                steps.sr_generator.state_dict(), result.best, config, rank_rng,
+                                result.metrics)
         sink(result)
 
     best = train_epochs(steps, sampler, cache, val_subjects, config, ctx, start_epoch, best,

@@ -3,8 +3,11 @@ MLflow around the plain training session (`session.py`)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,13 +17,16 @@ from mrisr_ray.config import Config
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.plotting import sample_grid_png
 from mrisr_ray.tracking import Tracking
+from mrisr_ray.train.checkpoint import Restored
 from mrisr_ray.train.loop import EpochResult, LoopContext
 from mrisr_ray.train.session import train_session
 
 # Testing aid for recovery (read by the driver, passed to the workers): "EPOCH:MARKER" makes
-# rank 0 fail once right after epoch EPOCH's checkpoint; the MARKER file records that it
-# happened, so a restarted run goes on.
+# rank 0 raise once right after epoch EPOCH's checkpoint; "EPOCH:MARKER:kill" makes its process
+# SIGKILL itself shortly after, in the middle of the next epoch (no exception, no clean-up: a
+# lost machine). The MARKER file records that it happened, so a restarted run goes on.
 FAIL_ONCE_ENV = "MRISR_RAY_FAIL_ONCE"
+KILL_DELAY_S = 0.3
 
 
 @dataclass
@@ -38,9 +44,10 @@ class WorkerSpec:
 
 
 class RaySink:
-    """Per epoch: rank 0 logs to MLflow and prints a line, then every rank calls
-    `ray.train.report` (a barrier: all ranks must report equally often), rank 0 with the
-    checkpoint folder the session has just written."""
+    """Per epoch: every rank calls `ray.train.report` (a barrier: all ranks must report equally
+    often), rank 0 with the checkpoint folder the session has just written; then rank 0 logs to
+    MLflow and prints a line. In that order, an interruption can only lose an epoch's MLflow
+    metrics, never log an epoch that the resumed run trains again; `resumed` logs them then."""
 
     def __init__(self, spec: WorkerSpec, rank: int, checkpoint_dir: Path):
         self.spec, self.rank, self.checkpoint_dir = spec, rank, checkpoint_dir
@@ -53,16 +60,20 @@ class RaySink:
         if self.rank != 0:
             ray.train.report(report, checkpoint=None)
             return
-        self.log(result)
         ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(self.checkpoint_dir))
+        self.log(result)
         self.maybe_fail(result.epoch)
 
-    def resumed(self, epoch: int, generator_sha256: str) -> None:
-        print(f"[mrisr-ray] resumed from the checkpoint of epoch {epoch}", flush=True)
-        if self.tracking is not None:
-            from mrisr_ray import runs
+    def resumed(self, restored: Restored) -> None:
+        print(f"[mrisr-ray] resumed from the checkpoint of epoch {restored.epoch}", flush=True)
+        if self.tracking is None:
+            return
+        from mrisr_ray import runs, tracking
 
-            runs.mark_resumed(self.tracking, self.spec.run_id, epoch, generator_sha256)
+        runs.mark_resumed(self.tracking, self.spec.run_id, restored.epoch, restored.generator_sha256)
+        logged = {m.step for m in self.tracking.client().get_metric_history(self.spec.run_id, "g_loss")}
+        if restored.metrics and restored.epoch not in logged:
+            tracking.log_metrics(self.tracking, self.spec.run_id, restored.metrics, step=restored.epoch)
 
     def log(self, result: EpochResult) -> None:
         m, epochs = result.metrics, self.spec.config.train.epochs
@@ -84,10 +95,14 @@ class RaySink:
         plan = self.spec.fail_once
         if not plan:
             return
-        at, marker = plan.split(":", 1)
-        if int(at) == epoch and not Path(marker).exists():
-            Path(marker).write_text(f"failed after epoch {epoch}\n")
-            raise RuntimeError(f"injected failure after epoch {epoch} ({FAIL_ONCE_ENV})")
+        at, marker, *mode = plan.split(":")
+        if int(at) != epoch or Path(marker).exists():
+            return
+        Path(marker).write_text(f"failed after epoch {epoch}\n")
+        if mode == ["kill"]:
+            threading.Timer(KILL_DELAY_S, os.kill, (os.getpid(), signal.SIGKILL)).start()
+            return
+        raise RuntimeError(f"injected failure after epoch {epoch} ({FAIL_ONCE_ENV})")
 
 
 def train_worker(loop_config: dict) -> dict:

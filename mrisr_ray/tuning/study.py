@@ -12,8 +12,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from mlflow.entities import Run
+
 from mrisr_ray import runs, tracking
-from mrisr_ray.data.cache import Cache
+from mrisr_ray.config import config_yaml
+from mrisr_ray.data.cache import Cache, file_sha256
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.models.vgg import with_resolved_weights
 from mrisr_ray.ray_runtime import check_cluster_request, check_local_request, ensure_ray
@@ -61,25 +64,45 @@ def check_resources(plan: Plan) -> None:
                              f"{TRIAL_DRIVER_CPU} for its driver; the Ray cluster has {total_cpu:g}")
 
 
+def check_resumable(study: Run, request: StudyRequest, plan: Plan, cache: Cache) -> None:
+    """`--resume` continues the same study: same cache, base configuration and search space."""
+    tags, name = study.data.tags, plan.name
+    now = {runs.DATA_DIGEST: cache.manifest.data_digest, runs.SPLITS_DIGEST: cache.splits.digest(),
+           runs.BASE_CONFIG_SHA256: runs.sha256_text(config_yaml(request.config)),
+           runs.SPACE_SHA256: file_sha256(plan.space.path)}
+    what = {runs.DATA_DIGEST: f"--data {cache.path} holds other scans",
+            runs.SPLITS_DIGEST: f"--data {cache.path} has other splits",
+            runs.BASE_CONFIG_SHA256: "the base configuration (--config/--set/--epochs) differs",
+            runs.SPACE_SHA256: f"the search space {plan.space.path} differs"}
+    for key, value in now.items():
+        if key in tags and tags[key] != value:
+            raise UserInputError(f"--resume {name}: {what[key]} from the study's; resume with the "
+                                 "same options, or start a new study with another --name")
+
+
 def study_run(request: StudyRequest, plan: Plan, cache: Cache) -> str:
-    """The study's parent MLflow run: found again on --resume, else created."""
+    """The study's parent MLflow run: found again on --resume (checked to be the same study),
+    else created."""
     t = request.tracking
     found = runs.study_runs(t, request.experiment, study=plan.name)
     if request.resume:
         if not found:
             raise UserInputError(f"--resume: no study named {plan.name!r} in {t.uri}")
+        check_resumable(found[0], request, plan, cache)
         tracking.mark_running(t, found[0].info.run_id)
         return found[0].info.run_id
     if found:
         raise UserInputError(f"a study named {plan.name!r} exists; pass --resume to continue it or "
                              "choose another --name")
     run_id = tracking.start_run(t, request.experiment, plan.name,
-                                runs.study_tags(plan.name, plan.model, cache, request.metric))
+                                runs.study_tags(plan.name, plan.model, cache, request.metric,
+                                                config_yaml(request.config), file_sha256(plan.space.path)))
     tracking.log_params(t, run_id, {"trials": plan.trials, "folds": plan.folds, "seed": request.seed,
                                     "concurrent": plan.concurrent, "epochs": plan.epochs,
                                     "workers_per_trial": plan.resources.workers,
                                     "gpus_per_worker": plan.resources.gpus_per_worker})
     tracking.log_file(t, run_id, plan.space.path, "search_space")
+    tracking.log_file(t, run_id, cache.path / runs.SPLITS_ARTIFACT)
     return run_id
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from mrisr_ray import runs, tracking
 from mrisr_ray.config import Config, with_overrides
+from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import RunFailed
 from mrisr_ray.metrics import sample_sd
 from mrisr_ray.resources import Resources
@@ -56,7 +57,7 @@ def trial_run(spec: StudySpec, trial_id: str, params: dict, config: Config) -> s
     if existing:
         return existing[0].info.run_id
     run_id = tracking.start_run(t, spec.experiment, f"{spec.name}-{trial_id}",
-                                runs.trial_tags(spec.name, trial_id, config.model),
+                                runs.trial_tags(spec.name, trial_id, config.model, Cache.open(spec.cache)),
                                 parent_run_id=spec.study_run_id)
     runs.log_config(t, run_id, config, search=params)
     return run_id

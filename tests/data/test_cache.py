@@ -93,3 +93,17 @@ def test_open_rejects_missing_and_other_protocol(tmp_path, tiny_synthetic_cache)
         Cache.open(tmp_path)
     with pytest.raises(UserInputError, match="protocol version 0"):
         Cache.open(other_protocol_cache(tiny_synthetic_cache, tmp_path / "old", version=0))
+
+
+def test_data_digest_names_scans_and_slices_not_ids(tiny_synthetic_cache):
+    from dataclasses import replace
+
+    manifest = Cache.open(tiny_synthetic_cache).manifest
+    digest = manifest.data_digest
+    assert len(digest) == 64
+    first = manifest.subjects[0]
+    other_scan = replace(first, sha256="0" * 64)  # same id, another source file (another seed)
+    assert replace(manifest, subjects=[other_scan, *manifest.subjects[1:]]).data_digest != digest
+    fewer = replace(first, kept_slices=first.kept_slices[1:])
+    assert replace(manifest, subjects=[fewer, *manifest.subjects[1:]]).data_digest != digest
+    assert replace(manifest, subjects=manifest.subjects[::-1]).data_digest == digest

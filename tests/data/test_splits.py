@@ -50,3 +50,30 @@ def test_too_few_subjects_and_bad_arguments():
         make_splits(six, test_fraction=1.5)
     with pytest.raises(UserInputError, match="fold 5 out of range"):
         make_splits(six, n_folds=5).fold(5)
+
+
+def test_digest_is_the_content_and_loading_refuses_leaking_splits(tmp_path):
+    a = make_splits(SITES, seed=1)
+    shuffled = Splits(seed=a.seed, test=a.test[::-1],
+                      folds=[type(f)(train=f.train[::-1], val=f.val[::-1]) for f in a.folds])
+    assert len(a.digest()) == 64 and shuffled.digest() == a.digest()  # order of ids is not content
+    assert make_splits(SITES, seed=2).digest() != a.digest()
+    swapped = Splits(seed=a.seed, test=a.test, folds=[a.folds[1], a.folds[0], *a.folds[2:]])
+    assert swapped.digest() != a.digest()  # fold k names a model: fold order is content
+    assert a.seen_by([0]) == set(a.folds[0].train) | set(a.folds[0].val)
+    assert not a.seen_by() & set(a.test)
+
+    leaking = json.loads(a.to_json())
+    leaking["folds"][2]["train"].append(a.test[0])
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps(leaking))
+    with pytest.raises(UserInputError, match=f"test subject\\(s\\) {a.test[0]} in fold 2"):
+        Splits.load(path)
+    overlapping = json.loads(a.to_json())
+    overlapping["folds"][0]["val"].append(overlapping["folds"][0]["train"][0])
+    path.write_text(json.dumps(overlapping))
+    with pytest.raises(UserInputError, match="fold 0 trains and validates on"):
+        Splits.load(path)
+    path.write_text('{"seed": 0}')
+    with pytest.raises(UserInputError, match="not a splits file"):
+        Splits.load(path)

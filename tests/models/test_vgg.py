@@ -7,11 +7,14 @@ from mrisr_ray.models.vgg import MISSING_WEIGHTS_HELP, VGG19Features, build_perc
 
 @pytest.fixture
 def empty_hub(tmp_path, monkeypatch):
+    previous = torch.hub.get_dir()  # before TORCH_HOME changes: get_dir() follows it when unset
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.delenv("MRISR_RAY_VGG19", raising=False)
     torch.hub.set_dir(str(tmp_path / "torch-home" / "hub"))
-    yield tmp_path
-    torch.hub.set_dir(torch.hub.get_dir())
+    try:
+        yield tmp_path
+    finally:
+        torch.hub.set_dir(previous)
 
 
 def torchvision_format_weights(path, seed=0):

@@ -128,7 +128,7 @@ def test_report_bad_inputs(demo, tmp_path):
     manifest["protocol"]["foreground_fraction"] = 0.2
     (other / "manifest.json").write_text(json.dumps(manifest))
     assert_one_line_error(run_cli("report", "--data", other, "--workdir", workdir),
-                          "data protocol", "differs from study")
+                          "no finished cpce study was tuned on", str(other))
     # Missing test subjects.
     (other / "manifest.json").write_text((cache / "manifest.json").read_text())
     test_subject = Cache.open(other).splits.test[0]
@@ -163,3 +163,43 @@ def test_retrain_trains_the_best_configs_on_all_non_test_subjects(demo, tmp_path
     t = Tracking.for_workdir(wd)
     runs = t.client().search_runs([t.experiment_id("mrisr-ray")], "tags.kind = 'retrain'")
     assert {r.data.tags["fold"] for r in runs} == {"all-train"} and len(runs) == 2
+
+
+def test_report_never_scores_a_subject_the_models_trained_on(demo, tmp_path):
+    """The demo cohort re-prepared with another seed: same ids and protocol, other scans and
+    splits, and most of its test subjects trained the demo's fold models."""
+    from mrisr_ray import runs
+    from mrisr_ray.data.synthetic import prepare_synthetic_cache
+
+    workdir, _ = demo
+    cache = Cache.open(workdir / "data" / "demo")
+    other = tmp_path / "seed1"
+    prepare_synthetic_cache(other, n_subjects=20, seed=1, n_slices=16, n_folds=2, test_fraction=0.3)
+    reseeded = Cache.open(other)
+    assert reseeded.manifest.protocol_hash == cache.manifest.protocol_hash
+    leaked = sorted(set(reseeded.splits.test) & cache.splits.seen_by())
+    assert leaked  # the situation this test is about
+    # The latest study is the one of another cohort: none is usable.
+    assert_one_line_error(run_cli("report", "--data", other, "--workdir", workdir),
+                          "no finished cpce study was tuned on", str(other))
+    # Named explicitly: refused, naming the subjects the fold models trained on.
+    t = Tracking.for_workdir(Workdir(workdir))
+    (study,) = runs.study_runs(t, "mrisr-ray", model="circle", finished=True)
+    name = study.data.tags[runs.STUDY]
+    assert_one_line_error(run_cli("report", "--data", other, "--workdir", workdir, "--circle", name),
+                          f"study '{name}' trained on test subject(s) {', '.join(leaked)} of {other}")
+    # A store older than the digests: judged by the splits.json its fold runs logged.
+    studies = runs.study_runs(t, "mrisr-ray", finished=True)
+    keys = (runs.DATA_DIGEST, runs.SPLITS_DIGEST)
+    client = t.client()
+    try:
+        for run in studies:
+            for key in keys:
+                client.delete_tag(run.info.run_id, key)
+        with pytest.raises(UserInputError, match=f"trained on test subject\\(s\\) {', '.join(leaked)}"):
+            make_report(ReportRequest(cache=other, workdir=Workdir(workdir), tracking=t,
+                                      out=tmp_path / "r"))
+    finally:
+        for run in studies:
+            for key in keys:
+                client.set_tag(run.info.run_id, key, run.data.tags[key])

@@ -46,7 +46,7 @@ def test_interrupted_then_restored_equals_straight_through(tiny_synthetic_cache,
     assert first is None and (tmp_path / "resumed" / "state.pt").is_file()
     resumed_from = []
     resumed, resumed_epochs = run(cache, config, tmp_path / "resumed",
-                                  on_resume=lambda epoch, sha: resumed_from.append(epoch))
+                                  on_resume=lambda restored: resumed_from.append(restored.epoch))
     assert resumed_from == [stop_after] and resumed.start_epoch == stop_after + 1
     assert resumed_epochs == straight_epochs[stop_after:]
     a, b = straight.steps.sr_generator.state_dict(), resumed.steps.sr_generator.state_dict()

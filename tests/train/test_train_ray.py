@@ -1,17 +1,17 @@
 """Real Ray Train runs (2 gloo workers) with a real MLflow store in a temp dir."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 from helpers import TINY_RUN
 
 from mrisr_ray import tracking
 from mrisr_ray.config import load_config
-from mrisr_ray.errors import RunFailed
+from mrisr_ray.errors import RunFailed, UserInputError
 from mrisr_ray.resources import Resources
 from mrisr_ray.tracking import Tracking
-from mrisr_ray.train.checkpoint import GENERATOR_FILE, state_sha256
+from mrisr_ray.train.checkpoint import GENERATOR_FILE, STATE_FILE, read_generator, state_sha256
 from mrisr_ray.train.run import TrainRequest, train
 from mrisr_ray.train.worker import FAIL_ONCE_ENV
 from mrisr_ray.workdir import Workdir
@@ -51,8 +51,10 @@ def test_two_worker_gloo_run_logs_metrics_and_artifacts(ray_session, tiny_synthe
     assert {"config.yaml", "splits.json", "best_generator.pt", "samples"} <= artifacts(t, result.run_id)
     assert artifacts(t, result.run_id, "samples") == {"samples/epoch_001.png", "samples/epoch_002.png"}
     assert 0 < result.best_psnr < 60 and 0 < result.best_ssim <= 1
-    state = torch.load(result.generator, weights_only=True)
-    assert "reconstruct.weight" in state or "deconv8.weight" in state
+    generator = read_generator(result.generator)  # self-describing: network, weights, training data
+    assert generator.model == model
+    assert "reconstruct.weight" in generator.state_dict or "deconv8.weight" in generator.state_dict
+    assert generator.data.keep == 0.5 and generator.data.origin == "synthetic"
 
 
 def test_killed_run_resumes_from_its_epoch_1_checkpoint(ray_session, tiny_synthetic_cache, tmp_path,
@@ -67,15 +69,44 @@ def test_killed_run_resumes_from_its_epoch_1_checkpoint(ray_session, tiny_synthe
     assert metric_steps(t, run.info.run_id, "val_psnr") == [1]
     storage = first.workdir.ray_storage / run.data.tags["ray_run_name"]
     (epoch_1,) = [p for p in storage.glob("checkpoint_*") if (p / GENERATOR_FILE).exists()]
-    epoch_1_sha = state_sha256(torch.load(epoch_1 / GENERATOR_FILE, weights_only=True))
+    epoch_1_sha = state_sha256(read_generator(epoch_1 / GENERATOR_FILE).state_dict)
 
-    resumed = train(request(tmp_path, tiny_synthetic_cache, "circle",
-                            resume_run_id=run.info.run_id))
-    assert resumed.run_id == run.info.run_id
+    refuse_what_is_not_the_same_run(first, run.info.run_id, storage, tmp_path)
+
+    # Resumed from another work directory: the run's `ray_storage_path` tag finds its checkpoints.
+    elsewhere = replace(first, workdir=Workdir(tmp_path / "elsewhere"), config=None,
+                        resume_run_id=run.info.run_id)
+    resumed = train(elsewhere)
+    assert resumed.run_id == run.info.run_id and not (tmp_path / "elsewhere" / "ray").exists()
     tags = t.client().get_run(run.info.run_id).data.tags
     assert tags["resumed_from_epoch"] == "1" and tags["resumed_generator_sha256"] == epoch_1_sha
     assert metric_steps(t, run.info.run_id, "val_psnr") == [1, 2]  # ends at the configured 2
     assert t.client().get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def refuse_what_is_not_the_same_run(first: TrainRequest, run_id: str, storage: Path, tmp_path: Path):
+    """`--resume` with other data, another config, a damaged checkpoint or checkpoints that are
+    gone: one clear error on the driver, before any worker starts."""
+    from mrisr_ray.data.synthetic import prepare_synthetic_cache
+
+    again = replace(first, resume_run_id=run_id)
+    reseeded = tmp_path / "reseeded"  # same subject ids and protocol, other scans and splits
+    prepare_synthetic_cache(reseeded, n_subjects=7, n_slices=6, n_folds=3, test_fraction=0.1, seed=1)
+    with pytest.raises(UserInputError, match=f"--data {reseeded} differs from the run's"):
+        train(replace(again, cache=reseeded))
+    changed = load_config("circle", overrides=[*TINY_RUN, "train.lr=0.5"])
+    with pytest.raises(UserInputError, match=r"--config/--set change train\.lr from the run.s"):
+        train(replace(again, config=changed))
+    (latest,) = [p for p in storage.glob("checkpoint_*") if (p / STATE_FILE).exists()]
+    state = (latest / STATE_FILE).read_bytes()
+    (latest / STATE_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(UserInputError, match=r"state\.pt: not a mrisr-ray checkpoint"):
+        train(again)
+    (latest / STATE_FILE).write_bytes(state)
+    storage.rename(storage.with_name("moved"))
+    with pytest.raises(UserInputError, match="which does not exist here"):
+        train(again)
+    storage.with_name("moved").rename(storage)
 
 
 def test_worker_failure_is_recovered_from_the_checkpoint(ray_session, tiny_synthetic_cache, tmp_path,
@@ -87,6 +118,20 @@ def test_worker_failure_is_recovered_from_the_checkpoint(ray_session, tiny_synth
     run = req.tracking.client().get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["resumed_from_epoch"] == "1"
     assert metric_steps(req.tracking, result.run_id, "lr") == [1, 2]
+
+
+def test_a_worker_killed_mid_epoch_is_recovered_from_the_checkpoint(ray_session, tiny_synthetic_cache,
+                                                                     tmp_path, monkeypatch):
+    """SIGKILL, not an exception: the process vanishes during epoch 2 of 3 without a word."""
+    monkeypatch.setenv(FAIL_ONCE_ENV, f"1:{tmp_path / 'killed'}:kill")
+    req = request(tmp_path, tiny_synthetic_cache, "circle", max_failures=1)
+    req = replace(req, config=load_config("circle", overrides=[*TINY_RUN, "train.epochs=3",
+                                                               "train.max_patches_per_epoch=256"]))
+    result = train(req)
+    assert (tmp_path / "killed").exists()  # the kill did happen
+    run = req.tracking.client().get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_from_epoch"] == "1"
+    assert metric_steps(req.tracking, result.run_id, "lr") == [1, 2, 3]
 
 
 def test_all_train_uses_every_development_subject_and_no_validation(ray_session, tiny_synthetic_cache,

@@ -4,8 +4,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
-from pathlib import Path
 
 import optuna
 import pytest
@@ -84,37 +82,66 @@ def test_asha_prunes_a_weak_trial_and_optuna_and_mlflow_record_it(ray_session, t
     assert all(r.info.status == "KILLED" for r in pruned_runs)
 
 
-def test_interrupted_study_resumes_without_running_a_trial_twice(tiny_synthetic_cache, tmp_path):
+def wait_for(condition, what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_interrupted_study_resumes_without_training_a_fold_twice(tiny_synthetic_cache, tmp_path):
+    """Interrupted (Ctrl-C) once trial 0's fold 0 has FINISHED and its fold 1 has written an epoch
+    checkpoint; resumed: fold 0's run is untouched, fold 1 continues from its checkpoint."""
     space = tmp_path / "space.yaml"
     space.write_text(RIGGED.replace("0.3]", "2.0e-4]"))
+    epochs = 10  # of ~1 s: room for the Ctrl-C to land mid-fold
     common = ["--model", "circle", "--data", str(tiny_synthetic_cache), "--space", str(space),
-              "--trials", "3", "--folds", "2", "--name", "paused", "--workdir", str(tmp_path / "w")]
-    common += [arg for item in ONE_EPOCH for arg in ("--set", item)]
+              "--trials", "1", "--folds", "2", "--name", "paused", "--workdir", str(tmp_path / "w")]
+    common += [arg for item in [*TINY_RUN, f"train.epochs={epochs}", "train.max_patches_per_epoch=256"]
+               for arg in ("--set", item)]
     cli = [sys.executable, "-m", "mrisr_ray", "tune"]
-    experiment = tmp_path / "w" / "ray" / "tune" / "paused"
+    t = Tracking.for_workdir(Workdir(tmp_path / "w"))
+
+    def fold_run(k: int):
+        found = runs(t, f"tags.kind = 'fold' and tags.fold = '{k}'")
+        return found[0] if found else None
+
     first = subprocess.Popen([*cli, *common], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list(experiment.glob("cv_trial_*"))) < 2:
-        time.sleep(1)  # trial 0 done, trial 1 started (one trial at a time)
+    # Files first: reading the store while the tune process creates its schema would race it.
+    wait_for(lambda: any((tmp_path / "w" / "ray").glob("*-fold0/best_generator.pt")), "fold 0's generator")
+    wait_for(lambda: fold_run(0).info.status == "FINISHED", "fold 0 to finish")
+    wait_for(lambda: any((tmp_path / "w" / "ray").glob("*-fold1/checkpoint_*/state.pt")),
+             "fold 1's first checkpoint")
     first.send_signal(signal.SIGINT)
     _, stderr = first.communicate(timeout=300)
     assert first.returncode == 130, stderr[-2000:]
     assert "--resume --name paused" in stderr
+    fold0, fold1 = fold_run(0), fold_run(1)
+    assert fold1.info.status != "FINISHED"
+    fold1_steps = metric_steps(t, fold1.info.run_id)
+    assert fold1_steps and fold1_steps[-1] < epochs  # interrupted mid-fold
 
-    t = Tracking.for_workdir(Workdir(tmp_path / "w"))
-    before = Counter((r.data.tags["trial_id"], r.data.tags["fold"]) for r in runs(t, "tags.kind = 'fold'"))
     second = subprocess.run([*cli, *common, "--resume"], capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
 
-    fold_runs = runs(t, "tags.kind = 'fold'")
-    counts = Counter((r.data.tags["trial_id"], r.data.tags["fold"]) for r in fold_runs)
-    assert max(counts.values()) == 1, counts  # no fold trained twice
-    assert set(before) <= set(counts)
-    assert len(runs(t, "tags.kind = 'trial'")) == 3
+    trial_0 = fold0.data.tags["trial_id"]
+    after = {int(r.data.tags["fold"]): r
+             for r in runs(t, f"tags.kind = 'fold' and tags.trial_id = '{trial_0}'")}
+    assert set(after) == {0, 1}  # no fold run was made twice
+    assert after[0].info.end_time == fold0.info.end_time  # the finished fold was not touched
+    assert metric_steps(t, fold0.info.run_id) == list(range(1, epochs + 1))
+    resumed_from = int(after[1].data.tags["resumed_from_epoch"])
+    assert 1 <= resumed_from == fold1_steps[-1]  # continued from its last checkpoint…
+    assert metric_steps(t, fold1.info.run_id) == list(range(1, epochs + 1))  # …no epoch twice
+    assert after[1].info.status == "FINISHED"
     study = optuna.load_study(study_name="paused", storage=f"sqlite:///{tmp_path / 'w' / 'optuna.db'}")
-    assert len(study.trials) == 3 and all(tr.state.is_finished() for tr in study.trials)
+    assert len(study.trials) == 1 and all(tr.state.is_finished() for tr in study.trials)
     (study_run,) = runs(t, "tags.kind = 'study'")
     assert study_run.info.status == "FINISHED"
     assert (tmp_path / "w" / "reports" / "best_circle.yaml").is_file()
-    assert Path(experiment).is_dir()
+
+
+def metric_steps(t: Tracking, run_id: str) -> list[int]:
+    """Steps of a fold's per-epoch validation PSNR, repeats included."""
+    return sorted(m.step for m in t.client().get_metric_history(run_id, "val_psnr"))

@@ -1,0 +1,197 @@
+"""No tracebacks, no boxes (issue 12 item 4): every command run in a fresh folder without
+--workdir (the default ./mrisr-work is created) and with only --tracking-uri, and usage errors as
+one `error: ...` line on stderr with exit code 2, through the real entry point."""
+
+import os
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import TINY_RUN, run_cli
+from test_cli_prepare import assert_one_line_error
+
+from mrisr_ray.cli import main
+from mrisr_ray.workdir import DEFAULT_WORKDIR, WORKDIR_ENV
+
+
+@pytest.fixture
+def fresh(tmp_path, monkeypatch) -> Path:
+    """An empty current directory, no $MRISR_RAY_WORKDIR: the work directory is ./mrisr-work."""
+    monkeypatch.delenv(WORKDIR_ENV, raising=False)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    return cwd
+
+
+def run_main(monkeypatch, capsys, *args: str, execv_raises: BaseException = SystemExit(0),
+             ) -> tuple[int, str, str, list[str] | None]:
+    """`mrisr-ray ARGS` in this process (the real `main`): (exit code, stdout, stderr, the command
+    line `ui` would have become: os.execv is replaced, so that the MLflow server never starts)."""
+    became: list[list[str]] = []
+
+    def fake_execv(path, argv):
+        became.append(list(argv))
+        raise execv_raises
+
+    monkeypatch.setattr(os, "execv", fake_execv)
+    monkeypatch.setattr(sys, "argv", ["mrisr-ray", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err, became[0] if became else None
+
+
+def assert_one_line(code: int, err: str, *fragments: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def tiny(*extra: str) -> list[str]:
+    return [arg for item in [*TINY_RUN, *extra] for arg in ("--set", item)]
+
+
+def sqlite_uri(path: Path | str) -> str:
+    return f"sqlite:///{path}"
+
+
+def stored_runs(db: Path) -> dict[str, int]:
+    """{kind tag: number of runs} in an MLflow SQLite store."""
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT value, COUNT(*) FROM tags WHERE key = 'kind' GROUP BY value").fetchall()
+    return dict(rows)
+
+
+def no_traceback(result) -> None:
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
+# ---------------------------------------------------------------- the default work directory
+
+
+def test_prepare_without_workdir(fresh, ixi_dir):
+    result = run_cli("prepare", "--data-dir", ixi_dir, "--folds", "3", cwd=fresh)
+    no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    assert (fresh / DEFAULT_WORKDIR / "data" / "IXI-T2" / "manifest.json").is_file()
+
+
+@pytest.mark.ray
+def test_tune_without_workdir_creates_it_and_finishes(fresh, tiny_synthetic_cache):
+    """The reported crash: Optuna's SQLite storage (<workdir>/optuna.db) could not be opened
+    because nothing had created ./mrisr-work. A relative SQLite URI in a folder that does not
+    exist yet is also the one store that the driver and the Ray trials (other working
+    directories) all log to."""
+    result = run_cli("tune", "--model", "circle", "--data", tiny_synthetic_cache, "--trials", "1",
+                     "--folds", "1", *tiny("train.epochs=1"), "--tracking-uri",
+                     sqlite_uri("store/mlflow.db"), cwd=fresh)
+    no_traceback(result)
+    assert result.returncode == 0, result.stderr[-3000:]
+    workdir = fresh / DEFAULT_WORKDIR
+    assert (workdir / "optuna.db").is_file() and (workdir / "reports" / "best_circle.yaml").is_file()
+    assert stored_runs(fresh / "store" / "mlflow.db") == {"study": 1, "trial": 1, "fold": 1}
+    assert not (workdir / "mlflow.db").exists()
+    # Artifacts beside the store, not in a ./mlruns of whichever directory a process ran in.
+    assert list((fresh / "store" / "mlartifacts").rglob("best_generator.pt"))
+    assert not list(fresh.rglob("mlruns"))
+
+
+def test_train_without_workdir_gets_a_clean_error(fresh, tiny_synthetic_cache, tmp_path):
+    """`--resume` of a run the new store does not hold: one line, after the work directory was
+    made and the store opened (a real training without --workdir: the tune test's folds)."""
+    db = tmp_path / "new" / "store" / "mlflow.db"
+    result = run_cli("train", "--resume", "0123abc", "--data", tiny_synthetic_cache, "--tracking-uri",
+                     sqlite_uri(db), cwd=fresh)
+    assert_one_line_error(result, "--resume 0123abc: no such MLflow run in", str(db))
+    assert (fresh / DEFAULT_WORKDIR).is_dir() and db.parent.is_dir()
+
+
+def test_report_without_workdir_gets_a_clean_error(fresh, tiny_synthetic_cache, tmp_path):
+    """No study in a new store: one line, after the work directory was made."""
+    db = tmp_path / "new" / "mlflow.db"
+    result = run_cli("report", "--data", tiny_synthetic_cache, "--tracking-uri", sqlite_uri(db), cwd=fresh)
+    assert_one_line_error(result, "study")
+    assert (fresh / DEFAULT_WORKDIR).is_dir()
+
+
+def test_demo_without_workdir_gets_past_its_cache(fresh, tmp_path):
+    """The demo writes its cohort into ./mrisr-work/data/demo, then (--trials 0) stops cleanly
+    where its studies are planned."""
+    result = run_cli("demo", "--subjects", "10", "--trials", "0", "--tracking-uri",
+                     sqlite_uri(tmp_path / "new" / "mlflow.db"), cwd=fresh)
+    assert_one_line_error(result, "--trials")
+    assert (fresh / DEFAULT_WORKDIR / "data" / "demo" / "manifest.json").is_file()
+
+
+def test_ui_without_workdir_hands_the_given_store_to_mlflow(fresh, monkeypatch, capsys):
+    """A relative SQLite URI whose folder does not exist: made absolute, its folder created, and
+    handed to `mlflow ui` (serving itself: test_cli_misc.py)."""
+    monkeypatch.chdir(fresh)
+    code, out, err, command = run_main(monkeypatch, capsys, "ui", "--tracking-uri", "sqlite:///new/mlflow.db")
+    assert code == 0 and err == "", err
+    store = sqlite_uri(fresh / "new" / "mlflow.db")
+    assert command[command.index("--backend-store-uri") + 1] == store and store in out
+    assert (fresh / "new").is_dir() and (fresh / DEFAULT_WORKDIR).is_dir()
+
+
+def test_a_store_folder_that_cannot_be_made_is_one_line(fresh, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.chdir(fresh)
+    code, _, err, command = run_main(monkeypatch, capsys, "ui", "--tracking-uri",
+                                     sqlite_uri(blocker / "sub" / "mlflow.db"))
+    assert_one_line(code, err, "--tracking-uri", "a file is in the way")
+    assert command is None
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_a_workdir_that_cannot_be_made_is_one_line(fresh, tmp_path, monkeypatch, capsys, how):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.chdir(fresh)
+    if how == "option":
+        args, fragments = ["--workdir", blocker / "work"], ["--workdir", "a file is in the way"]
+    else:
+        monkeypatch.setenv(WORKDIR_ENV, str(blocker))
+        args, fragments = [], [WORKDIR_ENV, "a file is in the way"]
+    code, _, err, command = run_main(monkeypatch, capsys, "ui", *args)
+    assert_one_line(code, err, *fragments)
+    assert command is None
+
+
+# ---------------------------------------------------------------- usage errors
+
+
+@pytest.mark.parametrize("args,message", [
+    (["tune", "--model", "circle", "--data", "x", "--folds", "abc"], "Invalid value for '--folds'"),
+    (["tune", "--model", "circle", "--data", "x", "--bogus"], "No such option: --bogus"),
+    (["tune", "--data", "x"], "Missing option '--model'"),
+    (["prepare", "--subjects"], "Option '--subjects' requires an argument"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+])
+def test_usage_errors_are_one_line(fresh, args, message):
+    result = run_cli(*args, cwd=fresh)
+    assert_one_line_error(result, message)
+    assert result.stdout == ""
+    assert not any(box in result.stderr for box in "╭│╰")
+    assert not (fresh / DEFAULT_WORKDIR).exists()
+
+
+def test_ctrl_c_exits_130_without_a_traceback(fresh, monkeypatch, capsys):
+    monkeypatch.chdir(fresh)
+    code, _, err, _ = run_main(monkeypatch, capsys, "ui", execv_raises=KeyboardInterrupt())
+    assert code == 130 and "Traceback" not in err
+
+
+def test_help_still_works(fresh):
+    for args in (["--help"], ["tune", "--help"]):
+        result = run_cli(*args, cwd=fresh)
+        assert result.returncode == 0 and "Usage:" in result.stdout and result.stderr == "", args
+    bare = run_cli(cwd=fresh)  # no arguments: the help, as a usage error (click's exit code 2)
+    assert bare.returncode == 2 and "Usage:" in bare.stdout and "tune" in bare.stdout
+    assert "error" not in bare.stderr.lower()
