@@ -240,11 +240,13 @@ def report(
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Regenerate the SSIM/PSNR table and figures for the best CPCE and CIRCLE on the test subjects."""
+    from mrisr_ray.inference import retain_freed_memory
     from mrisr_ray.report.run import ReportRequest, make_report
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import resolve_workdir
 
     wd = resolve_workdir(workdir)
+    retain_freed_memory()  # this process then only runs generators (inference.py)
     result = make_report(ReportRequest(
         cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
         choices={"cpce": cpce, "circle": circle}, out=out, retrain=retrain, experiment=experiment,
@@ -299,11 +301,13 @@ def predict(
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Super-resolve your own scans with a tuned or trained model."""
+    from mrisr_ray.inference import retain_freed_memory
     from mrisr_ray.predict import ModelChoice, Options, PredictRequest
     from mrisr_ray.predict import predict as run_predict
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import resolve_workdir
 
+    retain_freed_memory()  # this process only runs generators (inference.py)
     choice = ModelChoice(study=study, latest=latest, run=run, checkpoint=checkpoint)
     store = None if checkpoint is not None else Tracking.for_workdir(resolve_workdir(workdir), tracking_uri)
     result = run_predict(PredictRequest(

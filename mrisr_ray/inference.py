@@ -9,8 +9,8 @@ CPU cores, benchmarks/predict.py):
   machine that wait dominated (2-4× slower than one thread per slice; on an idle one the two
   are close, docs/predict.md). One slice per forward also keeps a layer's output (8 MB for a
   256×256 CPCE slice) small.
-- CPU: `predict` and `report` (processes that only run generators) keep freed memory in the
-  process (`retain_freed_memory`): glibc otherwise hands every large activation back to the
+- CPU: the `predict` and `report` commands (processes that only run generators) keep freed
+  memory in the process (`retain_freed_memory`): glibc otherwise hands every large activation back to the
   kernel when it is freed, and the next layer's buffer page-faults in again, 24 000 faults per
   CPCE slice, ~40% of its CPU time. Training processes keep glibc's defaults (a process-wide
   allocator setting is not for a Ray worker that trains).

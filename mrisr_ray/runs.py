@@ -268,11 +268,11 @@ def logged_splits(t: Tracking, run_id: str) -> Splits | None:
     """The splits.json a training or study run logged (None: it logged none)."""
     from mrisr_ray.data.splits import Splits
 
+    client = t.client()
+    if SPLITS_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
+        return None
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = t.client().download_artifacts(run_id, SPLITS_ARTIFACT, tmp)
-        except Exception:  # MLflow raises several types for a missing artifact
-            return None
+        path = client.download_artifacts(run_id, SPLITS_ARTIFACT, tmp)
         return Splits.from_json(Path(path).read_text(), f"run {run_id}'s {SPLITS_ARTIFACT}")
 
 

@@ -308,7 +308,7 @@ def test_an_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(nib, "save", half_written)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(UserInputError, match=r"out\.nii\.gz: cannot write \(disk full\)"):
         run(tmp_path, source, generator_file(tmp_path / "g.pt"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.pt", "scan.nii.gz"]
 

@@ -88,6 +88,8 @@ class Predictor:
         volume = torch.from_numpy(np.moveaxis(scan.data, -1, 0).copy()).to(self.device)
         lo, hi = np.percentile(scan.data, clip) if clip else (scan.data.min(), scan.data.max())
         lo, hi = float(lo), float(hi)
+        if hi <= lo:
+            raise UserInputError(f"{scan.path}: its {clip} percentiles are equal ({lo:g}): nothing to scale")
         x = (volume.clamp(lo, hi) - lo) / (hi - lo)  # as `read_volume` normalises training scans
         warnings, affine = self._warnings(scan, x), scan.affine
         if self.options.zero_fill:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mrisr_ray.errors import UserInputError
-from mrisr_ray.inference import retain_freed_memory
 from mrisr_ray.predict import models
 from mrisr_ray.predict.apply import Options, Prediction, Predictor
 from mrisr_ray.predict.models import Model
@@ -143,7 +142,6 @@ def predict(request: PredictRequest, say: Callable[[str], None] = lambda line: N
     """Apply the chosen model to `request.input`; `say` gets what the console should show before
     the summary (the model, its training grid, warnings, skipped files)."""
     pairs = plan(request)
-    retain_freed_memory()  # this process only runs generators (inference.py)
     model = load_model(request.model, request.tracking, request.experiment)
     predictor = Predictor(model, request.options)
     say(f"model: {model.label}, {model.source}")
@@ -159,11 +157,15 @@ def predict(request: PredictRequest, say: Callable[[str], None] = lambda line: N
             prediction = predictor(read_scan(source))
             ensure_folder(output.parent, "--output")
             write_atomically(prediction.image, output)
-        except UserInputError as exc:
+        except (UserInputError, OSError, RuntimeError, MemoryError) as exc:
+            # One file's failure (bad input, a full disk, out of memory) skips that file only.
             if not folder:
+                if isinstance(exc, OSError):
+                    raise UserInputError(f"{output}: cannot write ({exc.strerror or exc})") from None
                 raise
-            say(f"skipped: {exc}")
-            rows.append(Row(input=source, output=output, error=str(exc)))
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            say(f"skipped: {reason}")
+            rows.append(Row(input=source, output=output, error=reason))
             continue
         for warning in prediction.warnings:
             if warning not in warned:  # a model-wide warning once, a scan's own for each scan

@@ -10,7 +10,6 @@ from pathlib import Path
 from mrisr_ray import runs, tracking
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
-from mrisr_ray.inference import retain_freed_memory
 from mrisr_ray.progress import Track, no_progress
 from mrisr_ray.registry import MODELS
 from mrisr_ray.report import figures
@@ -111,7 +110,6 @@ def make_report(request: ReportRequest,
                 track: Track = no_progress) -> ReportResult:
     cache = Cache.open(request.cache)
     test = check_test_subjects(cache)
-    retain_freed_memory()  # the report's process only runs generators (inference.py)
     sources = model_sources(request, cache)
     folder = request.out or request.workdir.reports
     folder.mkdir(parents=True, exist_ok=True)

@@ -60,15 +60,16 @@ def seen_subjects(tracking: Tracking, folds: list[Run]) -> set[str] | None:
 
 def finished_study(tracking: Tracking, experiment: str, model: str, name: str | None,
                    cache: Cache) -> Run:
-    """The named study, or the most recent finished study of `model` made on `cache` (a store
-    older than the data digests: the most recent one; `check_unseen` then decides)."""
+    """The named study, or the most recent finished study of `model` made on `cache` (none, in a
+    store older than the data digests: the most recent untagged one; `check_unseen` decides)."""
     how = (f"run `mrisr-ray tune --model {model} --data {cache.path}` first (or pass --{model} CONFIG "
            "--retrain)")
     if not tracking.exists():
         raise UserInputError(f"no finished {model} study: {tracking.uri} holds no runs; {how}")
     found = runs.study_runs(tracking, experiment, study=name, model=model, finished=True)
     if name is None:
-        usable = [r for r in found if runs.matches(r, cache) or runs.DATA_DIGEST not in r.data.tags]
+        matching = [r for r in found if runs.matches(r, cache)]
+        usable = matching or [r for r in found if runs.DATA_DIGEST not in r.data.tags]
         if found and not usable:
             others = ", ".join(r.data.tags[runs.STUDY] for r in found[:3])
             raise UserInputError(f"no finished {model} study was tuned on {cache.path} (its scans or "

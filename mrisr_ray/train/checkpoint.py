@@ -123,6 +123,9 @@ def load(folder: Path) -> dict:
     except Exception as exc:  # torch raises several types for foreign or damaged files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserInputError(f"{path}: not a mrisr-ray checkpoint ({reason[:200]})") from None
+    missing = {"epoch", "steps", "best", "rng"} - set(state) if isinstance(state, dict) else {"a dict"}
+    if missing:
+        raise UserInputError(f"{path}: not a mrisr-ray checkpoint (no {', '.join(sorted(missing))})")
     state["best"] = Best(**state["best"])
     if isinstance(state["rng"], dict):  # written before per-rank states: rank 0's only
         state["rng"] = [state["rng"]]

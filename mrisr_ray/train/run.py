@@ -87,6 +87,7 @@ class Resumed:
     """What `--resume RUN_ID` continues: the run's stored config and its Ray run folder."""
 
     config: Config
+    fold: int | None  # the run's fold (None: all-train), whatever --fold says
     ray_storage: Path  # the folder that holds the Ray run `ray_name`
     ray_name: str
 
@@ -125,7 +126,8 @@ def resumed(request: TrainRequest, cache: Cache) -> Resumed:
     latest = latest_checkpoint(storage / name)
     if latest is not None:
         checkpoint.load(latest)  # a damaged or foreign state.pt stops here, not in every worker
-    return Resumed(config=stored, ray_storage=storage, ray_name=name)
+    fold = None if tags.get(runs.FOLD, runs.ALL_TRAIN) == runs.ALL_TRAIN else int(tags[runs.FOLD])
+    return Resumed(config=stored, fold=fold, ray_storage=storage, ray_name=name)
 
 
 def latest_checkpoint(run_folder: Path) -> Path | None:
@@ -155,14 +157,16 @@ def train(request: TrainRequest) -> TrainResult:
     resources = request.resources.on_gpu(resolve_device(request.device))
     if request.address is None and request.check_local:
         check_local_request(resources)
-    train_subjects, val_subjects = fold_subjects(cache, request.fold)
     if request.resume_run_id:
         previous = resumed(request, cache)
-        config, storage, ray_name = previous.config, previous.ray_storage, previous.ray_name
+        config, fold = previous.config, previous.fold
+        storage, ray_name = previous.ray_storage, previous.ray_name
     elif request.config is None:
         raise UserInputError("a new training needs a configuration (--model or --config)")
     else:
-        config, storage, ray_name = request.config, request.workdir.ray_storage, ray_run_name(request)
+        config, fold = request.config, request.fold
+        storage, ray_name = request.workdir.ray_storage, ray_run_name(request)
+    train_subjects, val_subjects = fold_subjects(cache, fold)
     if config.train.batch_size < resources.workers:
         raise UserInputError(f"train.batch_size {config.train.batch_size} is smaller than "
                              f"--workers {resources.workers}")

@@ -67,10 +67,10 @@ def check_resources(plan: Plan) -> None:
 def check_resumable(study: Run, request: StudyRequest, plan: Plan, cache: Cache) -> None:
     """`--resume` continues the same study: same cache, base configuration and search space."""
     tags, name = study.data.tags, plan.name
-    now = {runs.DATA_DIGEST: cache.manifest.data_digest, runs.SPLITS_DIGEST: cache.splits.digest(),
-           runs.BASE_CONFIG_SHA256: runs.sha256_text(config_yaml(request.config)),
+    now = {**runs.data_tags(cache), runs.BASE_CONFIG_SHA256: runs.sha256_text(config_yaml(request.config)),
            runs.SPACE_SHA256: file_sha256(plan.space.path)}
-    what = {runs.DATA_DIGEST: f"--data {cache.path} holds other scans",
+    what = {runs.PROTOCOL_HASH: f"--data {cache.path} was prepared with another protocol",
+            runs.DATA_DIGEST: f"--data {cache.path} holds other scans",
             runs.SPLITS_DIGEST: f"--data {cache.path} has other splits",
             runs.BASE_CONFIG_SHA256: "the base configuration (--config/--set/--epochs) differs",
             runs.SPACE_SHA256: f"the search space {plan.space.path} differs"}
@@ -80,20 +80,27 @@ def check_resumable(study: Run, request: StudyRequest, plan: Plan, cache: Cache)
                                  "same options, or start a new study with another --name")
 
 
-def study_run(request: StudyRequest, plan: Plan, cache: Cache) -> str:
-    """The study's parent MLflow run: found again on --resume (checked to be the same study),
-    else created."""
-    t = request.tracking
-    found = runs.study_runs(t, request.experiment, study=plan.name)
+def existing_study(request: StudyRequest, plan: Plan, cache: Cache) -> Run | None:
+    """With --resume, the study's run, checked to be the same study; without, None once the name
+    is known to be free. Checked before Ray starts."""
+    found = runs.study_runs(request.tracking, request.experiment, study=plan.name)
     if request.resume:
         if not found:
-            raise UserInputError(f"--resume: no study named {plan.name!r} in {t.uri}")
+            raise UserInputError(f"--resume: no study named {plan.name!r} in {request.tracking.uri}")
         check_resumable(found[0], request, plan, cache)
-        tracking.mark_running(t, found[0].info.run_id)
-        return found[0].info.run_id
+        return found[0]
     if found:
         raise UserInputError(f"a study named {plan.name!r} exists; pass --resume to continue it or "
                              "choose another --name")
+    return None
+
+
+def study_run(request: StudyRequest, plan: Plan, cache: Cache, existing: Run | None) -> str:
+    """The study's parent MLflow run: the `existing` one marked running again, else created."""
+    t = request.tracking
+    if existing is not None:
+        tracking.mark_running(t, existing.info.run_id)
+        return existing.info.run_id
     run_id = tracking.start_run(t, request.experiment, plan.name,
                                 runs.study_tags(plan.name, plan.model, cache, request.metric,
                                                 config_yaml(request.config), file_sha256(plan.space.path)))
@@ -167,10 +174,11 @@ def run_study(request: StudyRequest) -> StudyResult:
         check_local_request(plan.resources)
     # Missing VGG weights stop here, with the instructions, not in every trial.
     config = with_resolved_weights(request.config, request.vgg_weights)
+    existing = existing_study(request, plan, cache)
     ensure_ray(request.address)
     check_resources(plan)
     started = time.time()
-    run_id = study_run(request, plan, cache)
+    run_id = study_run(request, plan, cache, existing)
     t = request.tracking
     spec = StudySpec(name=plan.name, config=config, cache=cache.path, folds=plan.folds,
                      workdir=request.workdir, tracking=t, experiment=request.experiment,

@@ -184,9 +184,9 @@ def test_report_never_scores_a_subject_the_models_trained_on(demo, tmp_path):
                           "no finished cpce study was tuned on", str(other))
     # Named explicitly: refused, naming the subjects the fold models trained on.
     t = Tracking.for_workdir(Workdir(workdir))
-    (study,) = runs.study_runs(t, "mrisr-ray", model="circle", finished=True)
+    (study,) = runs.study_runs(t, "mrisr-ray", model="cpce", finished=True)
     name = study.data.tags[runs.STUDY]
-    assert_one_line_error(run_cli("report", "--data", other, "--workdir", workdir, "--circle", name),
+    assert_one_line_error(run_cli("report", "--data", other, "--workdir", workdir, "--cpce", name),
                           f"study '{name}' trained on test subject(s) {', '.join(leaked)} of {other}")
     # A store older than the digests: judged by the splits.json its fold runs logged.
     studies = runs.study_runs(t, "mrisr-ray", finished=True)

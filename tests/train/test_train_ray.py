@@ -130,7 +130,9 @@ def test_a_worker_killed_mid_epoch_is_recovered_from_the_checkpoint(ray_session,
     result = train(req)
     assert (tmp_path / "killed").exists()  # the kill did happen
     run = req.tracking.client().get_run(result.run_id)
-    assert run.info.status == "FINISHED" and run.data.tags["resumed_from_epoch"] == "1"
+    # Killed 0.3 s into epoch 2: it resumes from epoch 1's checkpoint (epoch 2's, had epoch 2
+    # been over by then on a fast machine).
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_from_epoch"] in ("1", "2")
     assert metric_steps(req.tracking, result.run_id, "lr") == [1, 2, 3]
 
 
