@@ -6,8 +6,7 @@ and a fold of at least 60 s of compute (target there: Ray at most 1.3× the plai
 
 Both sides train with one torch thread (a Ray worker with 1 CPU sets that, `train/worker.py`).
 The JSON records the machine's CPUs (`machine.cpu_count`) and those threads
-(`torch_threads_per_worker`) apart: results written before this was fixed say `cpu_threads: 1`,
-which was torch's thread count after the plain loop, not the machine's CPUs (2).
+(`torch_threads_per_worker`) apart.
 """
 
 from __future__ import annotations
