@@ -13,19 +13,63 @@ from mrisr_ray.errors import RunFailed, UserInputError
 from mrisr_ray.registry import MODELS
 
 MODEL_CHOICES = " or ".join(MODELS) + "."
+MODEL_METAVAR = "|".join(MODELS)
+
+APP_HELP = (
+    "GAN super-resolution for brain MRI (GAN-CPCE, GAN-CIRCLE) with Ray, Optuna and MLflow.\n\n"
+    "Order of commands: prepare (a dataset cache) → train (one model) or tune (a study) → report "
+    "(table and figures on the test subjects) → predict (your own scans); ui compares runs in MLflow.\n\n"
+    "Example: mrisr-ray demo   (all of it on a small synthetic cohort)"
+)
+
+
+def without_flag_types(params: list) -> list:
+    """Flags show no type placeholder in help (`--dry-run`, not `--dry-run <bool>`); --help too."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(typer.core.TyperCommand):
+    def get_params(self, ctx):
+        return without_flag_types(super().get_params(ctx))
+
+
+class Group(typer.core.TyperGroup):
+    def get_params(self, ctx):
+        return without_flag_types(super().get_params(ctx))
+
 
 app = typer.Typer(
-    help="GAN super-resolution for brain MRI (GAN-CPCE, GAN-CIRCLE) with Ray, Optuna and MLflow.\n\n"
-    "Example: mrisr-ray prepare --synthetic --out mrisr-work/data/synthetic",
+    cls=Group,
+    help=APP_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
 
+def version_string() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"mrisr-ray {version('mrisr-ray')}"
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "mrisr-ray (version unknown: not installed)"
+
+
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(version_string())
+        raise typer.Exit()
+
 
 @app.callback()
-def root() -> None:
+def root(
+    version: Annotated[bool, typer.Option(
+        "--version", help="Print the version and exit.", callback=show_version, is_eager=True)] = False,
+) -> None:
     """GAN super-resolution for brain MRI (GAN-CPCE, GAN-CIRCLE) with Ray, Optuna and MLflow."""
 
 
@@ -42,18 +86,19 @@ def track(items, description: str):
     return rich_track(items, description=description, disable=not sys.stdout.isatty())
 
 
-@app.command(epilog="Example: mrisr-ray prepare --data-dir IXI-T2/ --sites Guys")
+@app.command(cls=Command, epilog="Example: mrisr-ray prepare --data-dir IXI-T2/ --sites Guys")
 def prepare(
     data_dir: Annotated[Path | None, typer.Option(help="Folder of IXI T2 NIfTI files.")] = None,
     out: Annotated[Path | None, typer.Option(help="Cache folder (default <workdir>/data/<name>).")] = None,
-    synthetic: Annotated[bool, typer.Option(help="Generate the embedded synthetic cohort instead.")] = False,
+    synthetic: Annotated[bool, typer.Option(
+        "--synthetic", help="Generate the embedded synthetic cohort instead.")] = False,
     subjects: Annotated[int, typer.Option(help="Synthetic cohort size.")] = 20,
     sites: Annotated[str, typer.Option(help="all, or a comma list of IXI sites: Guys,HH,IOP.")] = "all",
     folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
     test_fraction: Annotated[float, typer.Option(help="Share of subjects held out for test.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Seed of the splits (and of the synthetic cohort).")] = 0,
     keep: Annotated[float, typer.Option(help="Fraction of each k-space axis kept for LR.")] = 0.5,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
     workdir: WorkdirOption = None,
 ) -> None:
     """Prepare a dataset cache (slices, manifest, subject-level splits) from IXI T2 or synthetic data."""
@@ -91,7 +136,8 @@ TrackingOption = Annotated[
 ]
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a config value, e.g. --set train.lr=2e-4 (repeatable)."),
+    typer.Option("--set", metavar="KEY=VALUE",
+                 help="Override a config value, e.g. --set train.lr=2e-4 (repeatable)."),
 ]
 EpochsOption = Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=E.")]
 AddressOption = Annotated[str | None, typer.Option(help="Join a running Ray cluster (default: local).")]
@@ -102,10 +148,10 @@ def config_overrides(set_: list[str] | None, epochs: int | None) -> list[str]:
     return list(set_ or []) + ([f"train.epochs={epochs}"] if epochs is not None else [])
 
 
-@app.command(epilog="Example: mrisr-ray train --model cpce --data mrisr-work/data/synthetic "
+@app.command(cls=Command, epilog="Example: mrisr-ray train --model cpce --data mrisr-work/data/synthetic "
              "--workers 1 --device cuda --vgg-weights vgg19-dcbb9e9d.pth")
 def train(
-    model: Annotated[str | None, typer.Option(help=MODEL_CHOICES)] = None,
+    model: Annotated[str | None, typer.Option(metavar=MODEL_METAVAR, help=MODEL_CHOICES)] = None,
     data: Annotated[Path | None, typer.Option(help="Prepared cache (mrisr-ray prepare).")] = None,
     config: Annotated[Path | None, typer.Option(help="Config YAML (default configs/<model>.yaml).")] = None,
     fold: Annotated[int, typer.Option(help="0-based fold; validates on its val subjects.")] = 0,
@@ -156,16 +202,17 @@ def train(
     typer.echo(f"compare runs: mrisr-ray ui --workdir {wd.root}")
 
 
-@app.command(epilog="Example: mrisr-ray tune --model circle --data mrisr-work/data/synthetic "
+@app.command(cls=Command, epilog="Example: mrisr-ray tune --model circle --data mrisr-work/data/synthetic "
              "--trials 20 --folds 5 --gpus-per-worker 1")
 def tune(
-    model: Annotated[str, typer.Option(help=MODEL_CHOICES)],
+    model: Annotated[str, typer.Option(metavar=MODEL_METAVAR, help=MODEL_CHOICES)],
     data: Annotated[Path, typer.Option(help="Prepared cache (mrisr-ray prepare).")],
     space: Annotated[Path | None, typer.Option(
         help="Search space YAML (default search_spaces/<model>.yaml).")] = None,
     config: Annotated[Path | None, typer.Option(help="Base config (default configs/<model>.yaml).")] = None,
     trials: Annotated[int, typer.Option(help="Configurations to try (trial 0 = the base config).")] = 20,
-    folds: Annotated[int, typer.Option(help="Use the first K folds of splits.json.")] = 5,
+    folds: Annotated[int | None, typer.Option(
+        help="Use the first K folds of splits.json (default: all of the cache's folds).")] = None,
     concurrent: Annotated[int, typer.Option(help="Trials running at the same time.")] = 1,
     workers_per_trial: Annotated[int, typer.Option(help="DDP workers of each fold training.")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(
@@ -174,7 +221,8 @@ def tune(
     epochs: EpochsOption = None,
     metric: Annotated[str, typer.Option(help="psnr or ssim (mean over folds).")] = "psnr",
     name: Annotated[str | None, typer.Option(help="Study name (default <model>-<time>).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the study --name.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the study --name (train's --resume "
+                                         "takes a run id instead).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
     address: AddressOption = None,
     seed: Annotated[int, typer.Option(help="Optuna TPE seed.")] = 0,
@@ -222,7 +270,8 @@ def tune(
     typer.echo(f"compare trials: mrisr-ray ui --workdir {wd.root}")
 
 
-@app.command(epilog="Example: mrisr-ray report --data mrisr-work/data/synthetic --cpce cpce-20261126-101500")
+@app.command(cls=Command,
+             epilog="Example: mrisr-ray report --data mrisr-work/data/synthetic --cpce cpce-20261126-101500")
 def report(
     data: Annotated[Path, typer.Option(help="Prepared cache whose test subjects are scored.")],
     cpce: Annotated[str | None, typer.Option(help="CPCE study name (default: the latest), or a config "
@@ -271,15 +320,15 @@ PREDICT_HELP = (
 )
 
 
-@app.command(help=PREDICT_HELP,
+@app.command(cls=Command, help=PREDICT_HELP,
              epilog="Example: mrisr-ray predict --input scans/ --output sr/ --latest cpce --degrade")
 def predict(
     input_: Annotated[Path, typer.Option("--input", help="A .nii/.nii.gz scan, or a folder of them.")],
     output: Annotated[Path, typer.Option(help="Output .nii/.nii.gz (or a folder, for a folder input).")],
     study: Annotated[str | None, typer.Option(
         help="A study's best trial: its K fold generators, averaged.")] = None,
-    latest: Annotated[str | None, typer.Option(help="The newest finished study of this model: "
-                                               + MODEL_CHOICES)] = None,
+    latest: Annotated[str | None, typer.Option(
+        metavar=MODEL_METAVAR, help="The newest finished study of this model: " + MODEL_CHOICES)] = None,
     run: Annotated[str | None, typer.Option(help="A training run's best generator (MLflow run id).")] = None,
     checkpoint: Annotated[Path | None, typer.Option(
         help="A generator file (best_generator.pt, or a checkpoint's generator.pt).")] = None,
@@ -295,7 +344,7 @@ def predict(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int | None, typer.Option(
         help="Slices per forward (default: 1 per CPU thread, 16 on a GPU).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "mrisr-ray",
     workdir: WorkdirOption = None,
     tracking_uri: TrackingOption = None,
@@ -323,7 +372,7 @@ def predict(
                         "others were written")
 
 
-@app.command(epilog="Example: mrisr-ray demo --workdir mrisr-work")
+@app.command(cls=Command, epilog="Example: mrisr-ray demo --workdir mrisr-work")
 def demo(
     subjects: Annotated[int, typer.Option(help="Synthetic subjects (30% are test subjects).")] = 20,
     trials: Annotated[int, typer.Option(help="Trials per model.")] = 2,
@@ -350,12 +399,13 @@ def demo(
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     typer.echo(f"time: {timing}")
     typer.echo(f"report: {result.report.report}")
-    typer.echo(f"MLflow UI: mrisr-ray ui --workdir {wd.root}  (then open http://127.0.0.1:5000)")
+    typer.echo(f"MLflow UI: mrisr-ray ui --workdir {wd.root}  (it prints the address of the runs table)")
 
 
-@app.command(epilog="Example: mrisr-ray ui --port 5000")
+@app.command(cls=Command, epilog="Example: mrisr-ray ui --port 5000")
 def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment whose runs table opens.")] = "mrisr-ray",
     workdir: WorkdirOption = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
@@ -366,7 +416,7 @@ def ui(
     from mrisr_ray.workdir import resolve_workdir
 
     tracking = Tracking.for_workdir(resolve_workdir(workdir), tracking_uri)
-    typer.echo(f"MLflow UI on http://127.0.0.1:{port} for {tracking.uri} (Ctrl-C stops it)")
+    typer.echo(f"MLflow UI for {tracking.uri} (Ctrl-C stops it): open {tracking.runs_url(port, experiment)}")
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.uri,
                "--host", "127.0.0.1", "--port", str(port)]
     if tracking.artifact_root:

@@ -26,6 +26,10 @@ from mrisr_ray.workdir import Workdir, ensure_folder
 DEFAULT_EXPERIMENT = "mrisr-ray"
 MAX_PARAM_LENGTH = 6000
 SQLITE_FILE = "sqlite:///"
+# MLflow 3's UI opens an experiment on its GenAI overview (traces, tokens) unless this tag says
+# that it holds model-development runs: then it opens on the runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def local_store(uri: str) -> str:
@@ -87,13 +91,32 @@ class Tracking:
             self.artifact_root.parent.mkdir(parents=True, exist_ok=True)
         return MlflowClient(tracking_uri=self.uri)
 
-    def experiment_id(self, name: str) -> str:
+    def find_experiment(self, name: str) -> str | None:
+        """The id of the experiment `name`, or None where there is none (nothing is created). An
+        experiment without the kind tag (made by an earlier version, or by hand) gets it."""
         client = self.client()
         found = client.get_experiment_by_name(name)
+        if found is None:
+            return None
+        if EXPERIMENT_KIND_TAG not in found.tags:
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return found.experiment_id
+
+    def experiment_id(self, name: str) -> str:
+        """The id of the experiment `name`, created (with the kind tag) where there is none."""
+        found = self.find_experiment(name)
         if found is not None:
-            return found.experiment_id
+            return found
         location = (self.artifact_root / name).as_uri() if self.artifact_root else None
-        return client.create_experiment(name, artifact_location=location)
+        return self.client().create_experiment(name, artifact_location=location,
+                                               tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+
+    def runs_url(self, port: int, experiment: str) -> str:
+        """The MLflow UI's address on 127.0.0.1:`port`: the runs table of `experiment` where the
+        store has it (tagged on the way), else the UI's home page."""
+        home = f"http://127.0.0.1:{port}"
+        found = self.find_experiment(experiment) if self.exists() else None
+        return f"{home}/#/experiments/{found}/runs" if found is not None else home
 
 
 def start_run(tracking: Tracking, experiment: str, name: str, tags: dict[str, str],

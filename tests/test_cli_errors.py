@@ -147,6 +147,18 @@ def test_ui_without_workdir_hands_the_given_store_to_mlflow(fresh, monkeypatch, 
     assert (fresh / "new").is_dir() and (fresh / DEFAULT_WORKDIR).is_dir()
 
 
+def test_ui_prints_the_runs_table_of_an_existing_store(fresh, monkeypatch, capsys):
+    from mrisr_ray.tracking import EXPERIMENT_KIND_TAG, Tracking
+
+    store = sqlite_uri(fresh / "mlflow.db")
+    tracking = Tracking.for_workdir(None, store)
+    made = tracking.client().create_experiment("mrisr-ray")  # as an earlier version made it: no kind tag
+    code, out, err, command = run_main(monkeypatch, capsys, "ui", "--tracking-uri", store, "--port", "5123")
+    assert code == 0 and err == "" and command is not None, err
+    assert f"http://127.0.0.1:5123/#/experiments/{made}/runs" in out
+    assert EXPERIMENT_KIND_TAG in tracking.client().get_experiment(made).tags
+
+
 def test_a_store_folder_that_cannot_be_made_is_one_line(fresh, tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

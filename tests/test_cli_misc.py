@@ -23,6 +23,37 @@ def test_every_command_has_a_purpose_and_an_example():
         assert f"Example: mrisr-ray {command}" in result.stdout, command
 
 
+def test_help_shows_no_type_placeholders_on_flags_and_lists_the_models():
+    """Flags are plain switches (`--dry-run`, not `--dry-run <bool>`), `--set` shows KEY=VALUE,
+    and every `--model` (and predict's `--latest`) names the registry's models."""
+    helps = {command: run_cli(command, "--help").stdout for command in COMMANDS}
+    helps["top"] = run_cli("--help").stdout
+    for command, text in helps.items():
+        assert "<bool>" not in text and "<list" not in text and "--no-" not in text, command
+    for command in ("train", "tune", "predict"):
+        option = "--latest" if command == "predict" else "--model"
+        row = next(line for line in helps[command].splitlines() if option in line)
+        assert "cpce" in row and "circle" in row, (command, row)
+    assert "KEY=VALUE" in helps["train"] and "KEY=VALUE" in helps["tune"]
+    assert "--retrain" in helps["report"] and "--use-fold-models" in helps["report"]
+    assert "run id" in " ".join(helps["tune"].split())  # --resume's other meaning, on train
+
+
+def test_top_level_help_gives_the_order_of_commands_and_the_demo_example():
+    text = " ".join(run_cli("--help").stdout.split())
+    assert "Example: mrisr-ray demo" in text
+    order = text.index("Order of commands")
+    assert order < text.index("prepare", order) < text.index("tune", order) < text.index("report", order) \
+        < text.index("predict", order)
+
+
+def test_version_prints_the_installed_version():
+    from importlib.metadata import version
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"mrisr-ray {version('mrisr-ray')}"
+
+
 def tune_args(cache, workdir, *extra):
     sets = [arg for item in TINY_RUN for arg in ("--set", item)]
     return ["tune", "--model", "circle", "--data", cache, "--workdir", workdir, "--folds", "2", *sets,
@@ -36,6 +67,13 @@ def test_tune_dry_run_prints_the_plan(tiny_synthetic_cache, tmp_path):
     assert "trials       7" in result.stdout and "at most 21 fold trainings of 2 epochs" in result.stdout
     assert "loss.lambda_jst ∈ [0.0001, 1] log" in result.stdout
     assert not (tmp_path / "ray").exists()
+
+
+def test_tune_uses_all_of_the_caches_folds_by_default(tiny_synthetic_cache, tmp_path):
+    result = run_cli("tune", "--model", "circle", "--data", tiny_synthetic_cache, "--workdir", tmp_path,
+                     "--dry-run")  # no --folds: the tiny cache has 3
+    assert result.returncode == 0, result.stderr
+    assert "folds        3 per trial" in result.stdout
 
 
 @pytest.mark.parametrize("extra,fragments", [

@@ -178,3 +178,21 @@ def test_config_and_generator_round_trip(store, tmp_path):
     tracking.log_file(t, run_id, weights)
     downloaded = runs.download_generator(t, run_id, tmp_path / "down" / run_id)
     assert read_generator(downloaded).config == config and downloaded.parent == tmp_path / "down" / run_id
+
+
+def test_experiments_open_on_the_runs_table(store):
+    """MLflow 3's UI opens an experiment on its runs table only with the kind tag: a new experiment
+    is created with it, one made without it (an earlier version's) gets it on first use."""
+    new = store.experiment_id("new")
+    assert store.client().get_experiment(new).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    old = store.client().create_experiment("old")
+    assert tracking.EXPERIMENT_KIND_TAG not in store.client().get_experiment(old).tags
+    assert store.experiment_id("old") == old
+    assert store.client().get_experiment(old).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_ui_address_is_the_runs_table_of_an_existing_experiment(store):
+    assert store.runs_url(5123, "mrisr-ray") == "http://127.0.0.1:5123"  # no store yet
+    experiment = store.experiment_id("mrisr-ray")
+    assert store.runs_url(5123, "mrisr-ray") == f"http://127.0.0.1:5123/#/experiments/{experiment}/runs"
+    assert store.runs_url(5123, "elsewhere") == "http://127.0.0.1:5123"

@@ -27,7 +27,7 @@ class StudyRequest:
     workdir: Workdir
     tracking: Tracking
     trials: int = 20
-    folds: int = 5
+    folds: int | None = None  # the first K folds of splits.json (None: all of them)
     concurrent: int = 1
     resources: Resources = field(default_factory=Resources)  # of each fold training
     metric: str = "psnr"
@@ -70,14 +70,15 @@ def make_plan(request: StudyRequest, cache: Cache) -> Plan:
     if request.metric not in ("psnr", "ssim"):
         raise UserInputError(f"--metric must be psnr or ssim, got {request.metric!r}")
     available = len(cache.splits.folds)
-    if not 1 <= request.folds <= available:
-        raise UserInputError(f"--folds {request.folds}: {cache.path / 'splits.json'} has {available} folds")
+    folds = available if request.folds is None else request.folds
+    if not 1 <= folds <= available:
+        raise UserInputError(f"--folds {folds}: {cache.path / 'splits.json'} has {available} folds")
     if request.trials < 1 or request.concurrent < 1 or resources.workers < 1:
         raise UserInputError("--trials, --concurrent and --workers-per-trial must be at least 1")
     if 0 < resources.gpus_per_worker < 1 and resources.workers > 1:
         raise UserInputError("fractional --gpus-per-worker needs --workers-per-trial 1 (DDP refuses "
                              "two ranks on one GPU)")
     return Plan(name=request.name or f"{request.config.model}-{time.strftime('%Y%m%d-%H%M%S')}",
-                model=request.config.model, trials=request.trials, folds=request.folds,
+                model=request.config.model, trials=request.trials, folds=folds,
                 concurrent=request.concurrent, resources=resources, epochs=request.config.train.epochs,
                 space=load_space(request.space_path, request.config))

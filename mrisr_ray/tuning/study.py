@@ -10,6 +10,7 @@ run ▸ trial runs ▸ fold runs.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from mlflow.entities import Run
@@ -78,6 +79,10 @@ def check_resumable(study: Run, request: StudyRequest, plan: Plan, cache: Cache)
         if key in tags and tags[key] != value:
             raise UserInputError(f"--resume {name}: {what[key]} from the study's; resume with the "
                                  "same options, or start a new study with another --name")
+    folds = study.data.params.get("folds")
+    if request.folds is not None and folds is not None and int(folds) != request.folds:
+        raise UserInputError(f"--resume {name}: --folds {request.folds} differs from the study's {folds}; "
+                             "leave --folds out to keep the study's")
 
 
 def existing_study(request: StudyRequest, plan: Plan, cache: Cache) -> Run | None:
@@ -175,6 +180,8 @@ def run_study(request: StudyRequest) -> StudyResult:
     # Missing VGG weights stop here, with the instructions, not in every trial.
     config = with_resolved_weights(request.config, request.vgg_weights)
     existing = existing_study(request, plan, cache)
+    if existing is not None and "folds" in existing.data.params:  # a resumed study keeps its folds
+        plan = replace(plan, folds=int(existing.data.params["folds"]))
     ensure_ray(request.address)
     check_resources(plan)
     started = time.time()

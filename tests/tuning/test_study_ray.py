@@ -138,6 +138,10 @@ def test_interrupted_study_resumes_without_training_a_fold_twice(tiny_synthetic_
     refused = subprocess.run([*cli, *common, "--set", "train.n_critic=2", "--resume"], capture_output=True,
                              text=True, timeout=300)
     assert refused.returncode == 2 and "the base configuration" in refused.stderr, refused.stderr[-2000:]
+    fewer = [*common[: common.index("--folds") + 1], "1", *common[common.index("--folds") + 2 :], "--resume"]
+    refused = subprocess.run([*cli, *fewer], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--folds 1 differs from the study's 2" in refused.stderr, \
+        refused.stderr[-2000:]
 
     second = subprocess.run([*cli, *common, "--resume"], capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
