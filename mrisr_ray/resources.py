@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from mrisr_ray.errors import UserInputError
+
+
+def resolve_device(device: str) -> bool:
+    """`--device auto|cpu|cuda` → True when running on a GPU (whether one exists is checked where
+    it is used: locally or on the Ray cluster)."""
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserInputError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
 
 @dataclass(frozen=True)
 class Resources:

@@ -201,6 +201,17 @@ def trial_runs(t: Tracking, experiment: str, study: str, trial_id: str) -> list[
     return _search(t, experiment, RunKind.TRIAL, {STUDY: study, TRIAL_ID: trial_id})
 
 
+def best_trial(t: Tracking, experiment: str, study: Run) -> Run:
+    """The trial run that a finished study chose (its `best_trial` tag)."""
+    from mrisr_ray.errors import UserInputError
+
+    name, best = study.data.tags[STUDY], study.data.tags.get(BEST_TRIAL)
+    if not best:
+        raise UserInputError(f"study {name!r} has no trial that finished all folds")
+    (trial,) = trial_runs(t, experiment, name, best)
+    return trial
+
+
 def default_trial(t: Tracking, experiment: str, study: str) -> Run | None:
     """The trial run of the study's base configuration, once the study has finished."""
     found = _search(t, experiment, RunKind.TRIAL, {STUDY: study, DEFAULT_CONFIG: "true"})

@@ -32,27 +32,25 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (None: another kind of store, or in memory)."""
+    if not uri.startswith(SQLITE_FILE):
+        return None
+    path = uri[len(SQLITE_FILE):].partition("?")[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
 def local_store(uri: str) -> str:
     """A `--tracking-uri` as every process can use it: a SQLite file's path made absolute (Ray
     workers run in other directories) and its folder created, as the work directory is (the
     default store's folder); any other URI as it is."""
-    if not uri.startswith(SQLITE_FILE):
+    db = sqlite_file(uri)
+    if db is None:
         return uri
-    path, sep, query = uri[len(SQLITE_FILE):].partition("?")
-    if path in ("", ":memory:"):
-        return uri
-    db = Path(path).resolve()
+    db = db.resolve()
     ensure_folder(db.parent, f"--tracking-uri {uri}")
+    _, sep, query = uri.partition("?")
     return f"{SQLITE_FILE}{db}{sep}{query}"
-
-
-def artifacts_beside(uri: str) -> Path | None:
-    """A SQLite store's artifacts go to `mlartifacts/` beside its file (MLflow's default would be
-    `./mlruns` under whichever directory each process runs in); other stores choose their own."""
-    path = uri[len(SQLITE_FILE):].partition("?")[0]
-    if not uri.startswith(SQLITE_FILE) or path in ("", ":memory:"):
-        return None
-    return Path(path).parent / "mlartifacts"
 
 
 @functools.cache
@@ -76,14 +74,17 @@ class Tracking:
     def for_workdir(cls, workdir: Workdir, uri: str | None = None) -> Tracking:
         """The store `uri` (`--tracking-uri`, see `local_store`), else the work directory's."""
         if uri:
+            # A SQLite store's artifacts go to `mlartifacts/` beside its file (MLflow's default
+            # would be `./mlruns` under whichever directory each process runs in).
             store = local_store(uri)
-            return cls(uri=store, artifact_root=artifacts_beside(store))
+            db = sqlite_file(store)
+            return cls(uri=store, artifact_root=db.parent / "mlartifacts" if db else None)
         return cls(uri=workdir.mlflow_uri, artifact_root=workdir.mlflow_artifacts)
 
     def exists(self) -> bool:
         """False for a local store that was never written (no runs can be found there)."""
-        prefix = "sqlite:///"
-        return not self.uri.startswith(prefix) or Path(self.uri[len(prefix):]).is_file()
+        db = sqlite_file(self.uri)
+        return not self.uri.startswith(SQLITE_FILE) or (db is not None and db.is_file())
 
     def client(self) -> MlflowClient:
         quiet_mlflow()

@@ -22,6 +22,7 @@ from mrisr_ray.predict.grid import ZERO_FILLED_OUTSIDE, outside_energy, zero_fil
 from mrisr_ray.predict.models import Model
 from mrisr_ray.predict.scan import Scan, to_file_orientation
 from mrisr_ray.report.classical import data_consistency
+from mrisr_ray.resources import resolve_device
 
 SYNTHETIC_SCAN = re.compile(r"synth\d{3}\.nii(\.gz)?")  # data/synthetic.py: write_cohort's names
 SPACING_TOLERANCE = 0.25  # relative in-plane voxel-size difference from training worth a warning
@@ -54,13 +55,12 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserInputError(f"--device must be auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
+def inference_device(device: str) -> torch.device:
+    """This machine's device for `--device` (predict runs here, not on a Ray cluster)."""
+    on_gpu = resolve_device(device)
+    if on_gpu and not torch.cuda.is_available():
         raise UserInputError("--device cuda: no CUDA device is available here")
-    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available())
-                        else "cpu")
+    return torch.device("cuda" if on_gpu else "cpu")
 
 
 class Predictor:
@@ -77,7 +77,7 @@ class Predictor:
         self.keep = recorded if options.keep is None else options.keep
         if not 0.0 < self.keep <= 1.0:
             raise UserInputError(f"--keep must be in (0, 1], got {self.keep}")
-        self.device = resolve_device(options.device)
+        self.device = inference_device(options.device)
         self.runners = [SliceRunner(g, self.device, options.batch_size) for g in model.generators]
 
     def __call__(self, scan: Scan) -> Prediction:

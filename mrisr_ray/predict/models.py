@@ -92,10 +92,8 @@ def from_study(tracking: Tracking, experiment: str, name: str | None, model: str
         raise UserInputError(f"{which} in {tracking.uri} (experiment {experiment!r}); run `mrisr-ray tune` "
                              "first, or pass --run RUN_ID or --checkpoint FILE")
     study = found[0]  # newest first
-    study_name, best = study.data.tags[runs.STUDY], study.data.tags.get(runs.BEST_TRIAL)
-    if not best:
-        raise UserInputError(f"study {study_name!r} has no trial that finished all folds")
-    (trial,) = runs.trial_runs(tracking, experiment, study_name, best)
+    trial = runs.best_trial(tracking, experiment, study)
+    study_name, best = study.data.tags[runs.STUDY], trial.data.tags[runs.TRIAL_ID]
     folds = runs.fold_runs(tracking, experiment, study_name, best, finished=True)
     files, names = run_files(tracking, [run.info.run_id for run in folds],
                              runs.load_run_config(tracking, trial.info.run_id))

@@ -108,10 +108,8 @@ def from_study(tracking: Tracking, experiment: str, model: str, name: str | None
     """The best trial's fold generators (an ensemble) and its CV scores, checked to have never
     seen a test subject of `cache`."""
     study = finished_study(tracking, experiment, model, name, cache)
-    study_name, best = study.data.tags[runs.STUDY], study.data.tags.get(runs.BEST_TRIAL)
-    if not best:
-        raise UserInputError(f"study {study_name!r} has no trial that finished all folds")
-    (trial,) = runs.trial_runs(tracking, experiment, study_name, best)
+    trial = runs.best_trial(tracking, experiment, study)
+    study_name, best = study.data.tags[runs.STUDY], trial.data.tags[runs.TRIAL_ID]
     folds = runs.fold_runs(tracking, experiment, study_name, best, finished=True)
     check_unseen(tracking, study, folds, cache)
     config = runs.load_run_config(tracking, trial.info.run_id)
@@ -147,9 +145,7 @@ def config_of(tracking: Tracking, experiment: str, model: str, choice: str | Non
     if study is None:
         raise UserInputError(f"no {'study named ' + repr(choice) if choice else 'finished study'} of "
                              f"{model} in {tracking.uri}; pass --{model} CONFIG.yaml with --retrain")
-    name, best = study.data.tags[runs.STUDY], study.data.tags.get(runs.BEST_TRIAL)
-    if not best:
-        raise UserInputError(f"study {name!r} has no trial that finished all folds")
-    (trial,) = runs.trial_runs(tracking, experiment, name, best)
-    origin = f"best configuration of study {name} (trial {best})"
+    trial = runs.best_trial(tracking, experiment, study)
+    origin = (f"best configuration of study {study.data.tags[runs.STUDY]} "
+              f"(trial {trial.data.tags[runs.TRIAL_ID]})")
     return runs.load_run_config(tracking, trial.info.run_id), origin

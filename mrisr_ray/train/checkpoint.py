@@ -92,15 +92,18 @@ def save(folder: Path, epoch: int, steps_state: dict, generator_state: dict, bes
          config: Config, rank_rng: list[dict], metrics: dict[str, float]) -> None:
     """`rank_rng`: every rank's RNG state (`gathered_rng_states`); `metrics`: the epoch's."""
     folder.mkdir(parents=True, exist_ok=True)
-    # Each file is written beside its final name and renamed: a crash mid-write leaves the
-    # previous epoch's file whole.
-    for name, payload in ((GENERATOR_FILE, generator_payload(config, generator_state)),
-                          (STATE_FILE, {"epoch": epoch, "steps": steps_state, "best": asdict(best),
-                                        "rng": rank_rng, "config": to_dict(config),
-                                        "metrics": {k: float(v) for k, v in metrics.items()}})):
-        partial = folder / f".{name}.partial"
-        torch.save(payload, partial)
-        partial.replace(folder / name)
+    # A crash mid-write leaves the previous epoch's files whole (`save_atomically`).
+    save_atomically(generator_payload(config, generator_state), folder / GENERATOR_FILE)
+    save_atomically({"epoch": epoch, "steps": steps_state, "best": asdict(best), "rng": rank_rng,
+                     "config": to_dict(config), "metrics": {k: float(v) for k, v in metrics.items()}},
+                    folder / STATE_FILE)
+
+
+def save_atomically(payload: dict, path: Path) -> None:
+    """Written beside `path` and renamed: a reader never sees half a file."""
+    partial = path.parent / f".{path.name}.partial"
+    torch.save(payload, partial)
+    partial.replace(path)
 
 
 def state_sha256(state_dict: dict[str, torch.Tensor]) -> str:
@@ -121,8 +124,7 @@ def load(folder: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for foreign or damaged files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserInputError(f"{path}: not a mrisr-ray checkpoint ({reason[:200]})") from None
+        raise UserInputError(f"{path}: not a mrisr-ray checkpoint ({_load_failure(exc)})") from None
     missing = {"epoch", "steps", "best", "rng"} - set(state) if isinstance(state, dict) else {"a dict"}
     if missing:
         raise UserInputError(f"{path}: not a mrisr-ray checkpoint (no {', '.join(sorted(missing))})")
@@ -196,10 +198,7 @@ def generator_payload(config: Config, state_dict: dict[str, torch.Tensor],
 
 
 def write_generator(path: Path, generator: GeneratorFile) -> None:
-    """Written beside `path` and renamed: a reader never sees half a file."""
-    partial = path.parent / f".{path.name}.partial"
-    torch.save(generator_payload(generator.config, generator.state_dict, generator.data), partial)
-    partial.replace(path)
+    save_atomically(generator_payload(generator.config, generator.state_dict, generator.data), path)
 
 
 def read_generator(path: Path | str, legacy_config: Config | None = None) -> GeneratorFile:

@@ -20,7 +20,7 @@ from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import RunFailed, UserInputError
 from mrisr_ray.models.vgg import with_resolved_weights
 from mrisr_ray.ray_runtime import check_cluster_request, check_local_request, ensure_ray
-from mrisr_ray.resources import Resources
+from mrisr_ray.resources import Resources, resolve_device
 from mrisr_ray.runs import RunKind, TrialRef
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.train import checkpoint
@@ -56,15 +56,6 @@ class TrainResult:
     best_ssim: float
     generator: Path  # best generator file (checkpoint.read_generator; a copy in the Ray run folder)
     storage: Path  # the Ray run folder (checkpoints)
-
-
-def resolve_device(device: str) -> bool:
-    """True when training on GPUs."""
-    import torch
-
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserInputError(f"--device must be auto, cpu or cuda, got {device!r}")
-    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
 
 
 def fold_subjects(cache: Cache, fold: int | None) -> tuple[list[str], list[str]]:
