@@ -256,5 +256,5 @@ def _load_failure(exc: Exception) -> str:
 
 
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    text = str(exc).strip()  # with the type: some of torch's messages are a bare number
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
