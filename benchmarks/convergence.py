@@ -25,16 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from common import RESULTS, write_result
 
 from mrisr_ray.config import Config, load_config, warmup_epochs
 from mrisr_ray.data.cache import Cache
-from mrisr_ray.data.degrade import degrade
 from mrisr_ray.data.synthetic import prepare_synthetic_cache
 from mrisr_ray.defaults import defaults_dir
-from mrisr_ray.metrics import score_subject, summarize
 from mrisr_ray.plotting import pyplot
 from mrisr_ray.steps import build_steps
 from mrisr_ray.train.loop import LoopContext, validate
@@ -42,17 +39,6 @@ from mrisr_ray.train.session import train_session
 
 PAPER_LOSSES = ["train.warmup_fraction=0.0", "loss.lambda_adv=1.0", "loss.lambda_l1=0.0"]
 VARIANTS = {"recipe": [], "paper": PAPER_LOSSES}
-
-
-def lr_input_scores(cache: Cache, subjects: list[str], config: Config) -> tuple[float, float]:
-    """Mean PSNR/SSIM over validation subjects of the zero-filled input, on the slices
-    validation scores."""
-    scores = []
-    for subject in subjects:
-        hr = np.asarray(cache.slices(subject, config.train.val_max_slices))
-        scores.append(score_subject(subject, degrade(torch.from_numpy(hr), cache.keep).numpy(), hr))
-    summary = summarize(scores)
-    return summary.psnr_mean, summary.ssim_mean
 
 
 def seconds_per_patch(config: Config, cache: Cache, val: list[str]) -> tuple[float, float, float]:
@@ -87,15 +73,16 @@ def run(model: str, variant: str, cache: Cache, epochs: int, budget_s: float, ex
     per_epoch = (budget_s - epochs * val_s) / (warm * warm_s + (epochs - warm) * gan_s)
     batch = config.train.batch_size
     config.train.max_patches_per_epoch = max(batch, int(per_epoch) // batch * batch)
-    lr_psnr, lr_ssim = lr_input_scores(cache, fold.val, config)
     curve: list[dict] = []
     started = time.perf_counter()
 
     def sink(result) -> None:
         m = result.metrics
+        lr_psnr, lr_ssim = m["val_input_psnr"], m["val_input_ssim"]
         curve.append({"epoch": result.epoch, "warmup": result.warmup,
                       "seconds": time.perf_counter() - started,
                       "val_psnr": m["val_psnr"], "val_ssim": m["val_ssim"],
+                      "lr_input_psnr": lr_psnr, "lr_input_ssim": lr_ssim,
                       "psnr_gain": m["val_psnr"] - lr_psnr, "ssim_gain": m["val_ssim"] - lr_ssim})
         print(f"  {model} {variant} epoch {result.epoch}/{epochs}{' warm-up' if result.warmup else ''}: "
               f"{m['val_psnr']:.2f} dB ({m['val_psnr'] - lr_psnr:+.2f}), SSIM {m['val_ssim']:.4f} "
@@ -107,7 +94,8 @@ def run(model: str, variant: str, cache: Cache, epochs: int, budget_s: float, ex
     return {"model": model, "variant": variant, "overrides": overrides, "epochs": epochs,
             "budget_minutes": budget_s / 60,
             "warmup_epochs": warm, "patches_per_epoch": config.train.max_patches_per_epoch,
-            "seconds": round(last["seconds"], 1), "lr_input": {"psnr": lr_psnr, "ssim": lr_ssim},
+            "seconds": round(last["seconds"], 1),
+            "lr_input": {"psnr": last["lr_input_psnr"], "ssim": last["lr_input_ssim"]},
             "final": {"psnr_gain": last["psnr_gain"], "ssim_gain": last["ssim_gain"]},
             "val_slices": len(fold.val) * config.train.val_max_slices, "curve": curve}
 

@@ -25,7 +25,8 @@ from mrisr_ray.train.checkpoint import Best
 @dataclass
 class EpochResult:
     epoch: int
-    metrics: dict[str, float]  # losses, lr, throughput, val_psnr/val_ssim when validating
+    metrics: dict[str, float]  # losses, lr, throughput; val_psnr/val_ssim and the LR input's
+    # val_input_psnr/val_input_ssim when validating
     best: Best
     warmup: bool = False  # an L1 warm-up epoch (never the best: it is not a GAN result)
 
@@ -49,20 +50,34 @@ class LoopContext:
 EpochSink = Callable[[EpochResult], None]
 
 
+@dataclass(frozen=True)
+class Validation:
+    """Scores of every validation subject: the generator's output and, on the same slices, the
+    LR input's (what a super-resolution model must beat)."""
+
+    sr: list[SubjectScore]
+    lr_input: list[SubjectScore]
+
+    def metrics(self) -> dict[str, float]:
+        sr, lr_input = summarize(self.sr), summarize(self.lr_input)
+        return {"val_psnr": sr.psnr_mean, "val_ssim": sr.ssim_mean,
+                "val_input_psnr": lr_input.psnr_mean, "val_input_ssim": lr_input.ssim_mean}
+
+
 def validate(steps: GanSteps, cache: Cache, subjects: list[str], config: Config,
-             ctx: LoopContext) -> list[SubjectScore]:
-    """Scores of every validation subject; subjects are sharded across ranks and gathered."""
+             ctx: LoopContext) -> Validation:
+    """Subjects are sharded across ranks and gathered."""
     amp = config.train.amp and ctx.device.type == "cuda"
     mine = []
     for subject in subjects[ctx.rank :: ctx.world_size]:
         hr = np.asarray(cache.slices(subject, config.train.val_max_slices))
-        _, sr = degrade_and_super_resolve(steps.sr_generator, hr, cache.keep, amp=amp)
-        mine.append(score_subject(subject, sr, hr))
-    if ctx.world_size == 1:
-        return mine
-    gathered: list[list[SubjectScore]] = [[] for _ in range(ctx.world_size)]
-    dist.all_gather_object(gathered, mine)
-    return sorted((s for part in gathered for s in part), key=lambda s: s.subject)
+        lq, sr = degrade_and_super_resolve(steps.sr_generator, hr, cache.keep, amp=amp)
+        mine.append((score_subject(subject, sr, hr), score_subject(subject, lq, hr)))
+    if ctx.world_size > 1:
+        gathered: list[list[tuple[SubjectScore, SubjectScore]]] = [[] for _ in range(ctx.world_size)]
+        dist.all_gather_object(gathered, mine)
+        mine = sorted((pair for part in gathered for pair in part), key=lambda pair: pair[0].subject)
+    return Validation(sr=[sr for sr, _ in mine], lr_input=[lq for _, lq in mine])
 
 
 def sample_slices(steps: GanSteps, cache: Cache, subjects: list[str], config: Config):
@@ -133,8 +148,7 @@ def train_epochs(steps: GanSteps, sampler: PatchSampler, cache: Cache, val_subje
                        patches_per_s=generator_steps * per_rank_batch * ctx.world_size / seconds)
         samples = None
         if val_subjects:
-            summary = summarize(validate(steps, cache, val_subjects, config, ctx))
-            metrics.update(val_psnr=summary.psnr_mean, val_ssim=summary.ssim_mean)
+            metrics.update(validate(steps, cache, val_subjects, config, ctx).metrics())
             if ctx.rank == 0 and train.sample_slices:
                 samples = sample_slices(steps, cache, val_subjects, config)
         if not all(np.isfinite(list(metrics.values()))):
