@@ -1,3 +1,3 @@
 """mrisr-ray: GAN super-resolution for brain MRI (GAN-CPCE, GAN-CIRCLE) with Ray, Optuna, MLflow."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -141,6 +141,8 @@ SetOption = Annotated[
 ]
 EpochsOption = Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=E.")]
 AddressOption = Annotated[str | None, typer.Option(help="Join a running Ray cluster (default: local).")]
+VerboseOption = Annotated[bool, typer.Option(
+    "--verbose", help="Also show Ray's, Tune's and the workers' own output (always in <workdir>/logs/).")]
 
 
 def config_overrides(set_: list[str] | None, epochs: int | None) -> list[str]:
@@ -170,9 +172,11 @@ def train(
     set_: SetOption = None,
     workdir: WorkdirOption = None,
     tracking_uri: TrackingOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Train one GAN with Ray Train (DDP), paper schedule, full-state checkpoints, MLflow logging."""
     from mrisr_ray.config import load_config
+    from mrisr_ray.console import session
     from mrisr_ray.resources import Resources
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.train.run import TrainRequest
@@ -191,15 +195,17 @@ def train(
     given = resume is None or model is not None or config is not None
     run_config = load_config(model, config, overrides) if given else None
     wd = resolve_workdir(workdir)
-    result = run_training(TrainRequest(
-        config=run_config, cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
-        fold=None if all_train else fold, resources=Resources(workers=workers), device=device,
-        experiment=experiment, vgg_weights=vgg_weights, resume_run_id=resume, max_failures=max_failures,
-        address=address))
-    scores = "" if all_train else f", best val PSNR {result.best_psnr:.2f} dB / SSIM {result.best_ssim:.4f}"
-    typer.echo(f"run {result.run_id}: best epoch {result.best_epoch}{scores}")
-    typer.echo(f"best generator: {result.generator}")
-    typer.echo(f"compare runs: mrisr-ray ui --workdir {wd.root}")
+    with session("train", wd, verbose) as console:
+        result = run_training(TrainRequest(
+            config=run_config, cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
+            fold=None if all_train else fold, resources=Resources(workers=workers), device=device,
+            experiment=experiment, vgg_weights=vgg_weights, resume_run_id=resume, max_failures=max_failures,
+            address=address), watch=console.watch)
+        scores = "" if all_train else \
+            f", best val PSNR {result.best_psnr:.2f} dB / SSIM {result.best_ssim:.4f}"
+        console.say(f"run {result.run_id}: best epoch {result.best_epoch}{scores}")
+        console.say(f"best generator: {result.generator}")
+        console.say(f"compare runs: mrisr-ray ui --workdir {wd.root}")
 
 
 @app.command(cls=Command, epilog="Example: mrisr-ray tune --model circle --data mrisr-work/data/synthetic "
@@ -230,16 +236,18 @@ def tune(
     set_: SetOption = None,
     workdir: WorkdirOption = None,
     tracking_uri: TrackingOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Search loss weights and schedules with Ray Tune + Optuna, scored across CV folds."""
     from mrisr_ray.config import load_config
+    from mrisr_ray.console import session
     from mrisr_ray.data.cache import Cache
     from mrisr_ray.resources import Resources
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.tuning.plan import StudyRequest, make_plan
     from mrisr_ray.tuning.space import default_space_path
     from mrisr_ray.tuning.study import StudyInterrupted, run_study
-    from mrisr_ray.tuning.tables import print_trials
+    from mrisr_ray.tuning.tables import summary_lines
     from mrisr_ray.workdir import resolve_workdir
 
     if resume and not name:
@@ -257,17 +265,17 @@ def tune(
         plan = make_plan(request, Cache.open(data))
         typer.echo("\n".join(plan.lines()))
         return
-    try:
-        result = run_study(request)
-    except StudyInterrupted as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(130) from None
-    print_trials(result, metric)
-    if result.best_config_path:
-        typer.echo(f"best configuration: {result.best_config_path}")
-    else:
-        typer.echo("no trial finished all folds: no best configuration")
-    typer.echo(f"compare trials: mrisr-ray ui --workdir {wd.root}")
+    with session("tune", wd, verbose) as console:
+        try:
+            result = run_study(request, watch=console.watch)
+        except StudyInterrupted as exc:
+            console.say(str(exc), err=True)
+            result = None
+        else:
+            for line in summary_lines(result, base.model, metric, data, wd.root):
+                console.say(line)
+    if result is None:
+        raise typer.Exit(130)
 
 
 @app.command(cls=Command,
@@ -287,25 +295,27 @@ def report(
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "mrisr-ray",
     workdir: WorkdirOption = None,
     tracking_uri: TrackingOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Regenerate the SSIM/PSNR table and figures for the best CPCE and CIRCLE on the test subjects."""
+    from mrisr_ray.console import session
     from mrisr_ray.inference import retain_freed_memory
+    from mrisr_ray.report.evaluate import worse_than_input
     from mrisr_ray.report.run import ReportRequest, make_report
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import resolve_workdir
 
     wd = resolve_workdir(workdir)
     retain_freed_memory()  # this process then only runs generators (inference.py)
-    result = make_report(ReportRequest(
-        cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
-        choices={"cpce": cpce, "circle": circle}, out=out, retrain=retrain, experiment=experiment,
-        vgg_weights=vgg_weights, device=device), track=track)
-    from mrisr_ray.report.evaluate import worse_than_input
-
-    for line in worse_than_input(result.evaluation):
-        typer.echo(f"warning: {line}")
-    typer.echo(f"report: {result.report}")
-    typer.echo(f"per-subject metrics: {result.metrics_csv}")
+    with session("report", wd, verbose) as console:
+        result = make_report(ReportRequest(
+            cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
+            choices={"cpce": cpce, "circle": circle}, out=out, retrain=retrain, experiment=experiment,
+            vgg_weights=vgg_weights, device=device), track=console.track, watch=console.watch)
+        for line in worse_than_input(result.evaluation):
+            console.say(f"warning: {line}")
+        console.say(f"report: {result.report}")
+        console.say(f"per-subject metrics: {result.metrics_csv}")
 
 
 PREDICT_HELP = (
@@ -381,8 +391,10 @@ def demo(
         help="VGG-19 weights for CPCE, if you have them.")] = None,
     workdir: WorkdirOption = None,
     tracking_uri: TrackingOption = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run everything on the embedded synthetic cohort: prepare, tune both models, report."""
+    from mrisr_ray.console import session
     from mrisr_ray.demo import DemoRequest, run_demo
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import resolve_workdir
@@ -390,16 +402,17 @@ def demo(
     if subjects < 10:
         raise UserInputError(f"--subjects must be at least 10 (test subjects and folds), got {subjects}")
     wd = resolve_workdir(workdir)
-    result = run_demo(DemoRequest(workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
-                                  subjects=subjects, trials=trials, folds=folds, vgg_weights=vgg_weights),
-                      say=typer.echo, track=track)
-    typer.echo("")
-    typer.echo((Path(result.report.report)).read_text().split("## Configurations")[0].strip())
-    typer.echo("")
-    timing = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
-    typer.echo(f"time: {timing}")
-    typer.echo(f"report: {result.report.report}")
-    typer.echo(f"MLflow UI: mrisr-ray ui --workdir {wd.root}  (it prints the address of the runs table)")
+    with session("demo", wd, verbose) as console:
+        result = run_demo(DemoRequest(workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
+                                      subjects=subjects, trials=trials, folds=folds, vgg_weights=vgg_weights),
+                          say=console.say, track=console.track, watch=console.watch)
+        console.say("")
+        console.say((Path(result.report.report)).read_text().split("## Configurations")[0].strip())
+        console.say("")
+        timing = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+        console.say(f"time: {timing}")
+        console.say(f"report: {result.report.report}")
+        console.say(f"MLflow UI: mrisr-ray ui --workdir {wd.root}  (it prints the address of the runs table)")
 
 
 @app.command(cls=Command, epilog="Example: mrisr-ray ui --port 5000")

@@ -14,7 +14,7 @@ from mrisr_ray.data.synthetic import prepare_synthetic_cache
 from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.models.vgg import resolve_vgg_weights
-from mrisr_ray.progress import Track, no_progress
+from mrisr_ray.progress import Track, Watch, no_progress, no_watch
 from mrisr_ray.registry import MODELS
 from mrisr_ray.report.run import ReportRequest, ReportResult, make_report
 from mrisr_ray.resources import Resources
@@ -72,7 +72,7 @@ def vgg_weights(request: DemoRequest) -> str | None:
 
 
 def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
-             track: Track = no_progress) -> DemoResult:
+             track: Track = no_progress, watch: Watch = no_watch) -> DemoResult:
     seconds: dict[str, float] = {}
     start, steps = time.perf_counter(), len(MODELS) + 2
     say(f"[1/{steps}] synthetic cohort: {request.subjects} subjects ({request.test_fraction:.0%} "
@@ -97,13 +97,13 @@ def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
             workdir=request.workdir, tracking=request.tracking, trials=request.trials,
             folds=request.folds, name=f"demo-{model}-{stamp}", seed=request.seed,
             vgg_weights=weights, concurrent=DEMO_CONCURRENT,
-            resources=Resources(cpus_per_worker=DEMO_CPUS_PER_WORKER)))
+            resources=Resources(cpus_per_worker=DEMO_CPUS_PER_WORKER)), watch=watch)
         studies[model] = result.name
         seconds[f"tune_{model}"] = time.perf_counter() - began
     say(f"[{steps}/{steps}] report on the test subjects")
     began = time.perf_counter()
     report = make_report(ReportRequest(cache=cache, workdir=request.workdir, tracking=request.tracking,
-                                       choices=studies), track=track)
+                                       choices=studies), track=track, watch=watch)
     seconds["report"] = time.perf_counter() - began
     seconds["total"] = time.perf_counter() - start
     return DemoResult(report=report, seconds=seconds, perceptual=perceptual)

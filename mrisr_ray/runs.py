@@ -12,6 +12,7 @@ The names and values below are those that existing stores hold: changing one hid
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -52,7 +53,18 @@ CONFIG_ARTIFACT = "config.yaml"
 SPLITS_ARTIFACT = "splits.json"  # the cache's splits, logged on every training and study run
 GENERATOR_ARTIFACT = "best_generator.pt"  # the best epoch's generator file (train/checkpoint.py:
 # {model, config, state_dict, data}; runs logged before that hold a bare state_dict)
-BEST_PSNR, BEST_SSIM = "best_val_psnr", "best_val_ssim"  # final metrics of a training run
+# Headline metrics, on every run that has a score (one column covers the tree in the MLflow UI):
+# a training run's best epoch, a trial's mean over its folds, a study's best trial's mean; `_sd`
+# where aggregated. Per-epoch `val_psnr`/`val_ssim` (and the LR input's `val_input_*`) stay on
+# training runs.
+PSNR, SSIM, PSNR_SD, SSIM_SD = "psnr", "ssim", "psnr_sd", "ssim_sd"
+INPUT_PSNR, INPUT_SSIM = "input_psnr", "input_ssim"  # the LR input's, on the same slices
+# The names that stores written before version 0.2 hold instead (read, never written).
+OLD_NAMES = {PSNR: ("best_val_psnr", "psnr_mean", "best_psnr_mean"),
+             SSIM: ("best_val_ssim", "ssim_mean", "best_ssim_mean"),
+             PSNR_SD: ("psnr_sd", "best_psnr_sd"), SSIM_SD: ("ssim_sd", "best_ssim_sd")}
+TRIAL_NUMBER = "trial_number"  # Optuna's trial number (t00: the base configuration)
+SEARCHED = "searched"  # of a trial or fold run: the config keys the search varied
 
 
 class RunKind(str, Enum):
@@ -92,6 +104,8 @@ class TrialRef:
     study: str
     trial_id: str
     run_id: str  # the trial's MLflow run, parent of its fold runs
+    number: int | None = None  # Optuna's trial number
+    searched: tuple[str, ...] = ()  # the config keys the search varied
 
 
 def git_commit() -> str:
@@ -132,9 +146,11 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def trial_tags(study: str, trial_id: str, model: str, cache: Cache) -> dict[str, str]:
+def trial_tags(study: str, trial_id: str, model: str, cache: Cache,
+               trial_number: int | None = None) -> dict[str, str]:
+    number = {} if trial_number is None else {TRIAL_NUMBER: str(trial_number)}
     return {KIND: RunKind.TRIAL.value, STUDY: study, TRIAL_ID: trial_id, MODEL: model,
-            STATE: TrialState.RUNNING.value, **data_tags(cache)}
+            STATE: TrialState.RUNNING.value, **number, **data_tags(cache)}
 
 
 def training_tags(kind: RunKind, config: Config, cache: Cache, fold: int | None, ray_storage: Path,
@@ -155,6 +171,10 @@ def training_tags(kind: RunKind, config: Config, cache: Cache, fold: int | None,
     }
     if trial is not None:
         tags.update({STUDY: trial.study, TRIAL_ID: trial.trial_id})
+        if trial.number is not None:
+            tags[TRIAL_NUMBER] = str(trial.number)
+        if trial.searched:
+            tags[SEARCHED] = ", ".join(sorted(trial.searched))
     return tags
 
 
@@ -165,6 +185,28 @@ def resource_tags(resources: Resources) -> dict[str, str]:
 
 def report_tags(cache: Cache, models: str) -> dict[str, str]:
     return {KIND: RunKind.REPORT.value, "models": models, **_provenance_tags(cache)}
+
+
+def report_metrics(rows: list[dict]) -> dict[str, float]:
+    """A report's table as metrics: `<method>.psnr`, `.psnr_sd`, `.ssim`, `.ssim_sd`,
+    `.psnr_gain`, `.ssim_gain`, the method named plainly (`lr_input_zero_filled`, `gan_cpce_dc`)."""
+    names = {"psnr_mean": PSNR, "psnr_sd": PSNR_SD, "ssim_mean": SSIM, "ssim_sd": SSIM_SD,
+             "psnr_gain": "psnr_gain", "ssim_gain": "ssim_gain"}
+    return {f"{re.sub('[^a-z0-9]+', '_', row['method'].lower()).strip('_')}.{name}": row[key]
+            for row in rows for key, name in names.items()}
+
+
+def link_studies(t: Tracking, experiment: str, run_id: str, studies: dict[str, str]) -> None:
+    """Tag a report run with the studies (`{model: study name}`) its models came from, and link
+    their runs from its description (markdown in the MLflow UI)."""
+    links = []
+    for model, name in studies.items():
+        found = study_runs(t, experiment, study=name)
+        if found:
+            links.append(f"- {model}: [study {name}](#/experiments/{found[0].info.experiment_id}/runs/"
+                         f"{found[0].info.run_id})")
+    tracking.set_tags(t, run_id, {**{f"study.{model}": name for model, name in studies.items()},
+                                  "mlflow.note.content": "Models from:\n" + "\n".join(links)})
 
 
 def _search(t: Tracking, experiment: str, kind: RunKind, tags: dict[str, str | None],
@@ -196,6 +238,11 @@ def find_study(t: Tracking, experiment: str, model: str, name: str | None = None
     return found[0] if found else None
 
 
+def study_trials(t: Tracking, experiment: str, study: str) -> list[Run]:
+    """Every trial run of a study, newest first."""
+    return _search(t, experiment, RunKind.TRIAL, {STUDY: study})
+
+
 def trial_runs(t: Tracking, experiment: str, study: str, trial_id: str) -> list[Run]:
     """The run of one trial (a list: empty before the trial starts)."""
     return _search(t, experiment, RunKind.TRIAL, {STUDY: study, TRIAL_ID: trial_id})
@@ -225,9 +272,25 @@ def fold_runs(t: Tracking, experiment: str, study: str, trial_id: str | None = N
     return sorted(found, key=lambda run: int(run.data.tags[FOLD]))
 
 
+def headline(run: Run, name: str) -> float | None:
+    """The headline metric `name` (PSNR, SSIM, PSNR_SD, SSIM_SD) of a run, under its current or
+    its older name; None when the run has none."""
+    metrics = run.data.metrics
+    for key in (name, *OLD_NAMES[name]):
+        if key in metrics:
+            return metrics[key]
+    return None
+
+
 def best_scores(run: Run) -> tuple[float, float]:
     """(best validation PSNR, SSIM) of a finished training run that validated."""
-    return run.data.metrics[BEST_PSNR], run.data.metrics[BEST_SSIM]
+    return headline(run, PSNR), headline(run, SSIM)
+
+
+def display_name(model: str, trial_number: int | None = None, fold: int | None = None) -> str:
+    """What the MLflow UI shows: `cpce t03 f1` (display only: Ray names stay unique per study)."""
+    parts = [model] + ([f"t{trial_number:02d}"] if trial_number is not None else [])
+    return " ".join(parts + ([f"f{fold}"] if fold is not None else []))
 
 
 def mark_resumed(t: Tracking, run_id: str, epoch: int, generator_sha256: str) -> None:
@@ -266,6 +329,8 @@ def log_config(t: Tracking, run_id: str, config: Config, search: dict | None = N
     and as the artifact that `load_run_config` reads back."""
     tracking.log_params(t, run_id, {**model_params(config),
                                     **{f"search.{k}": v for k, v in (search or {}).items()}})
+    if search:
+        tracking.set_tags(t, run_id, {SEARCHED: ", ".join(sorted(search))})
     tracking.log_bytes(t, run_id, config_yaml(config).encode(), CONFIG_ARTIFACT)
 
 

@@ -102,6 +102,17 @@ def test_tune_without_workdir_creates_it_and_finishes(fresh, tiny_synthetic_cach
     assert result.returncode == 0, result.stderr[-3000:]
     workdir = fresh / DEFAULT_WORKDIR
     assert (workdir / "optuna.db").is_file() and (workdir / "reports" / "best_circle.yaml").is_file()
+    # A redirected console holds the product's lines only, without colour codes (issue 14); Ray's
+    # and Tune's output is in the command's log.
+    console = result.stdout + result.stderr
+    for noise in ("\x1b[", "TrainingReport(", "core_worker.cc", "Trial status", "Token authentication"):
+        assert noise not in console, noise
+    assert "circle t00 f0 best epoch: " in result.stdout and "(LR " in result.stdout
+    assert "best configuration: " in result.stdout and "next:" in result.stdout
+    (log,) = (workdir / "logs").glob("tune-*.log")
+    assert result.stdout.strip().splitlines()[-1] == f"log: {log}"
+    text = log.read_text()
+    assert "TrainingReport(" in text and "circle t00 f0 best epoch: " in text
     assert stored_runs(fresh / "store" / "mlflow.db") == {"study": 1, "trial": 1, "fold": 1}
     assert not (workdir / "mlflow.db").exists()
     # Artifacts beside the store, not in a ./mlruns of whichever directory a process ran in.

@@ -58,7 +58,7 @@ def start_trial(t: Tracking, cache: Cache, study: str, study_run: str, trial_id:
 
 
 def finish_fold(t: Tracking, run_id: str, psnr: float, ssim: float) -> None:
-    tracking.log_metrics(t, run_id, {runs.BEST_PSNR: psnr, runs.BEST_SSIM: ssim}, step=1)
+    tracking.log_metrics(t, run_id, {runs.PSNR: psnr, runs.SSIM: ssim}, step=1)
     tracking.end_run(t, run_id)
 
 

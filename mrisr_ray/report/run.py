@@ -10,10 +10,18 @@ from pathlib import Path
 from mrisr_ray import runs, tracking
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
-from mrisr_ray.progress import Track, no_progress
+from mrisr_ray.progress import Track, Watch, no_progress, no_watch
 from mrisr_ray.registry import MODELS
 from mrisr_ray.report import figures
-from mrisr_ray.report.evaluate import LABELS, LR_ROW, TV_ROW, Evaluation, choose_tv_weight, evaluate
+from mrisr_ray.report.evaluate import (
+    LABELS,
+    LR_ROW,
+    TV_ROW,
+    Evaluation,
+    choose_tv_weight,
+    evaluate,
+    table_rows,
+)
 from mrisr_ray.report.markdown import render
 from mrisr_ray.report.sources import ModelSource, config_of, from_study, load_generator
 from mrisr_ray.runs import RunKind
@@ -52,7 +60,7 @@ class ReportResult:
     run_id: str
 
 
-def retrained(request: ReportRequest, model: str, choice: str | None) -> ModelSource:
+def retrained(request: ReportRequest, model: str, choice: str | None, watch: Watch) -> ModelSource:
     """Train the chosen configuration on all non-test subjects (`--retrain`)."""
     from mrisr_ray.train.run import TrainRequest, train
 
@@ -60,17 +68,17 @@ def retrained(request: ReportRequest, model: str, choice: str | None) -> ModelSo
     result = train(TrainRequest(config=config, cache=request.cache, workdir=request.workdir,
                                 tracking=request.tracking, fold=None, device=request.device,
                                 experiment=request.experiment, vgg_weights=request.vgg_weights,
-                                kind=RunKind.RETRAIN))
+                                kind=RunKind.RETRAIN), watch=watch)
     return ModelSource(model=model, config=config, generators=[load_generator(config, result.generator)],
                        how=f"{origin}, retrained on all non-test subjects (run {result.run_id})")
 
 
-def model_sources(request: ReportRequest, cache: Cache) -> list[ModelSource]:
+def model_sources(request: ReportRequest, cache: Cache, watch: Watch) -> list[ModelSource]:
     sources = []
     for model in MODELS:
         choice = request.choices.get(model)
         if request.retrain:
-            source = retrained(request, model, choice)
+            source = retrained(request, model, choice, watch)
         else:
             if choice and Path(choice).is_file():
                 raise UserInputError(f"--{model} {choice}: a config file needs --retrain (fold models "
@@ -106,11 +114,11 @@ def write_csv(evaluation: Evaluation, path: Path) -> Path:
     return path
 
 
-def make_report(request: ReportRequest,
-                track: Track = no_progress) -> ReportResult:
+def make_report(request: ReportRequest, track: Track = no_progress,
+                watch: Watch = no_watch) -> ReportResult:
     cache = Cache.open(request.cache)
     test = check_test_subjects(cache)
-    sources = model_sources(request, cache)
+    sources = model_sources(request, cache, watch)
     folder = request.out or request.workdir.reports
     folder.mkdir(parents=True, exist_ok=True)
     tv_weight = choose_tv_weight(cache, cache.splits.folds[0].val[:TV_VALIDATION_SUBJECTS])
@@ -133,6 +141,10 @@ def make_report(request: ReportRequest,
     t = request.tracking
     run_id = tracking.start_run(t, request.experiment, "report",
                                 runs.report_tags(cache, "; ".join(s.how for s in sources)))
+    tracking.log_metrics(t, run_id, runs.report_metrics(table_rows(evaluation)), step=0)
+    tracking.log_params(t, run_id, {"test_subjects": len(test), "tv_weight": tv_weight,
+                                    "retrain": request.retrain})
+    runs.link_studies(t, request.experiment, run_id, {s.model: s.study for s in sources if s.study})
     for path in [report, metrics_csv, *made]:
         tracking.log_file(t, run_id, path)
     tracking.end_run(t, run_id, "FINISHED")

@@ -120,10 +120,11 @@ def from_study(tracking: Tracking, experiment: str, model: str, name: str | None
     scores = [runs.best_scores(run) for run in folds]
     default_cv, default_config = None, None
     default = runs.default_trial(tracking, experiment, study_name)
-    if default is not None and "psnr_mean" in default.data.metrics:
-        m = default.data.metrics
-        default_cv = (m["psnr_mean"], m.get("psnr_sd", 0.0), m["ssim_mean"], m.get("ssim_sd", 0.0),
-                      int(m.get("folds_done", len(folds))))
+    if default is not None and runs.headline(default, runs.PSNR) is not None:
+        psnr, ssim, psnr_sd, ssim_sd = (runs.headline(default, name) for name in
+                                        (runs.PSNR, runs.SSIM, runs.PSNR_SD, runs.SSIM_SD))
+        default_cv = (psnr, psnr_sd or 0.0, ssim, ssim_sd or 0.0,
+                      int(default.data.metrics.get("folds_done", len(folds))))
         default_config = runs.load_run_config(tracking, default.info.run_id)
     return ModelSource(model=model, config=config, generators=generators,
                        how=f"ensemble (mean output) of the {len(generators)} fold models of study "

@@ -19,6 +19,7 @@ from mrisr_ray.config import Config, flatten
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import RunFailed, UserInputError
 from mrisr_ray.models.vgg import with_resolved_weights
+from mrisr_ray.progress import Target, Watch, no_watch
 from mrisr_ray.ray_runtime import check_cluster_request, check_local_request, ensure_ray
 from mrisr_ray.resources import Resources, resolve_device
 from mrisr_ray.runs import RunKind, TrialRef
@@ -132,15 +133,17 @@ def start_run(request: TrainRequest, config: Config, cache: Cache, ray_name: str
     t = request.tracking
     tags = runs.training_tags(request.kind, config, cache, request.fold, request.workdir.ray_storage,
                               ray_name, request.trial)
-    run_id = tracking.start_run(t, request.experiment, ray_name, tags,
-                                request.trial.run_id if request.trial else None)
+    trial = request.trial
+    name = ray_name if trial is None else runs.display_name(config.model, trial.number, request.fold)
+    run_id = tracking.start_run(t, request.experiment, name, tags, trial.run_id if trial else None)
     runs.log_config(t, run_id, config)
     tracking.log_file(t, run_id, cache.path / runs.SPLITS_ARTIFACT)
     return run_id
 
 
-def train(request: TrainRequest) -> TrainResult:
-    """Run one training (or resume one) and return its best validation result."""
+def train(request: TrainRequest, watch: Watch = no_watch) -> TrainResult:
+    """Run one training (or resume one) and return its best validation result; `watch` follows
+    it while it runs."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -191,7 +194,9 @@ def train(request: TrainRequest) -> TrainResult:
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),
     )
     try:
-        result = trainer.fit()
+        with watch(Target(tracking=t, experiment=request.experiment, model=config.model,
+                          epochs=config.train.epochs, run_id=run_id)):
+            result = trainer.fit()
     except KeyboardInterrupt:
         tracking.end_run(t, run_id, "KILLED")
         raise
@@ -218,7 +223,10 @@ def finish(request: TrainRequest, run_id: str, storage: Path, result) -> TrainRe
     tracking.log_file(t, run_id, generator)
     final = {"best_epoch": best["epoch"]}
     if best["psnr"] == best["psnr"]:  # validated (not --all-train)
-        final.update({runs.BEST_PSNR: best["psnr"], runs.BEST_SSIM: best["ssim"]})
+        last = result.metrics or {}
+        final.update({runs.PSNR: best["psnr"], runs.SSIM: best["ssim"],
+                      runs.INPUT_PSNR: last.get("val_input_psnr", float("nan")),
+                      runs.INPUT_SSIM: last.get("val_input_ssim", float("nan"))})
     tracking.log_metrics(t, run_id, final, step=best["epochs"])
     tracking.end_run(t, run_id, "FINISHED")
     return TrainResult(run_id=run_id, best_epoch=best["epoch"], best_psnr=best["psnr"],

@@ -73,7 +73,8 @@ class RaySink:
         runs.mark_resumed(self.tracking, self.spec.run_id, restored.epoch, restored.generator_sha256)
         logged = {m.step for m in self.tracking.client().get_metric_history(self.spec.run_id, "g_loss")}
         if restored.metrics and restored.epoch not in logged:
-            tracking.log_metrics(self.tracking, self.spec.run_id, restored.metrics, step=restored.epoch)
+            metrics = {**restored.metrics, "epoch": restored.epoch}
+            tracking.log_metrics(self.tracking, self.spec.run_id, metrics, step=restored.epoch)
 
     def log(self, result: EpochResult) -> None:
         m, epochs = result.metrics, self.spec.config.train.epochs
@@ -85,7 +86,7 @@ class RaySink:
             return
         from mrisr_ray import tracking
 
-        tracking.log_metrics(self.tracking, self.spec.run_id, m, step=result.epoch)
+        tracking.log_metrics(self.tracking, self.spec.run_id, {**m, "epoch": result.epoch}, step=result.epoch)
         if result.samples is not None:
             png = sample_grid_png(*result.samples, title=f"epoch {result.epoch}")
             tracking.log_bytes(self.tracking, self.spec.run_id, png,

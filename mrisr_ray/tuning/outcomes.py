@@ -29,6 +29,7 @@ class TrialOutcome:
     ssim_mean: float = float("nan")
     ssim_sd: float = float("nan")
     is_default: bool = False
+    number: int | None = None  # Optuna's trial number (display names)
 
     def score(self, metric: str) -> float:
         return self.psnr_mean if metric == "psnr" else self.ssim_mean
@@ -63,7 +64,8 @@ def outcomes_of(grid, space: SearchSpace, defaults: dict, folds: int) -> list[Tr
             trial_id=metrics.get("trial_id", ""), params=params,
             state=state, folds_done=done, psnr_mean=metrics.get("psnr_mean", float("nan")),
             psnr_sd=metrics.get("psnr_sd", float("nan")), ssim_mean=metrics.get("ssim_mean", float("nan")),
-            ssim_sd=metrics.get("ssim_sd", float("nan")), is_default=params == defaults))
+            ssim_sd=metrics.get("ssim_sd", float("nan")), is_default=params == defaults,
+            number=result.config.get(runs.TRIAL_NUMBER)))
     return outcomes
 
 
@@ -118,9 +120,8 @@ def finish_study(request: StudyRequest, plan: Plan, run_id: str, outcomes: list[
         save_config(with_overrides(request.config, best.params), best_path)
         artifacts.append(best_path)
         runs.set_best_trial(t, run_id, best.trial_id)
-        tracking.log_metrics(t, run_id, {"best_psnr_mean": best.psnr_mean, "best_psnr_sd": best.psnr_sd,
-                                         "best_ssim_mean": best.ssim_mean, "best_ssim_sd": best.ssim_sd},
-                             step=0)
+        tracking.log_metrics(t, run_id, {runs.PSNR: best.psnr_mean, runs.PSNR_SD: best.psnr_sd,
+                                         runs.SSIM: best.ssim_mean, runs.SSIM_SD: best.ssim_sd}, step=0)
         tracking.log_params(t, run_id, {f"best.{k}": v for k, v in best.params.items()})
     table = reports / f"trials_{plan.name}.json"
     table.write_text(json.dumps([o.__dict__ for o in outcomes], indent=2, default=str))

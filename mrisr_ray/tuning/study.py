@@ -20,6 +20,7 @@ from mrisr_ray.config import config_yaml
 from mrisr_ray.data.cache import Cache, file_sha256
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.models.vgg import with_resolved_weights
+from mrisr_ray.progress import Target, Watch, no_watch
 from mrisr_ray.ray_runtime import check_cluster_request, check_local_request, ensure_ray
 from mrisr_ray.runs import TrialState
 from mrisr_ray.tuning.outcomes import StudyResult, finish_study, outcomes_of
@@ -33,13 +34,20 @@ class StudyInterrupted(KeyboardInterrupt):
 
 class CVOptunaSearch:
     """Factory for OptunaSearch that tells Optuna a trial stopped before K folds was PRUNED (the
-    stock searcher reports it COMPLETE with its partial mean, which would mislead TPE)."""
+    stock searcher reports it COMPLETE with its partial mean, which would mislead TPE), and hands
+    each trial its Optuna trial number (`runs.TRIAL_NUMBER` in its config: display names)."""
 
     @staticmethod
     def create(folds: int, **kwargs):
         from ray.tune.search.optuna import OptunaSearch
 
         class _Search(OptunaSearch):
+            def suggest(self, trial_id):
+                config = super().suggest(trial_id)
+                if not isinstance(config, dict):  # None (wait) or Searcher.FINISHED
+                    return config
+                return {**config, runs.TRIAL_NUMBER: self._ot_trials[trial_id].number}
+
             def on_trial_complete(self, trial_id, result=None, error=False):
                 if result and not error and result.get("folds_done", 0) < folds:
                     result = {k: v for k, v in result.items() if k != self.metric}
@@ -166,8 +174,9 @@ def unfinished_trials(experiment_path: Path, planned: int) -> int:
     return sum(t.status not in ("TERMINATED", "ERROR") for t in trials) + max(0, planned - len(trials))
 
 
-def run_study(request: StudyRequest) -> StudyResult:
-    """Run (or resume) a study and write its outputs; see the module docstring."""
+def run_study(request: StudyRequest, watch: Watch = no_watch) -> StudyResult:
+    """Run (or resume) a study and write its outputs; see the module docstring. `watch` follows
+    its trials while they run."""
     from ray import tune
 
     cache = Cache.open(request.cache)
@@ -206,7 +215,10 @@ def run_study(request: StudyRequest) -> StudyResult:
                     max_concurrent_trials=plan.concurrent),
                 run_config=tune.RunConfig(name=plan.name, storage_path=str(experiment_path.parent),
                                           callbacks=[study_callback(spec)], verbose=1))
-        grid = tuner.fit()
+        with watch(Target(tracking=t, experiment=request.experiment, model=plan.model, epochs=plan.epochs,
+                          study=plan.name, trials=plan.trials, folds=plan.folds,
+                          concurrent=plan.concurrent)):
+            grid = tuner.fit()
     except KeyboardInterrupt:
         tracking.end_run(t, run_id, "KILLED")
         raise

@@ -50,14 +50,22 @@ def fold_scores(values: dict[int, tuple[float, float]]) -> dict[str, float]:
             "ssim_mean": float(ssim.mean()), "ssim_sd": sample_sd(ssim), "folds_done": len(values)}
 
 
-def trial_run(spec: StudySpec, trial_id: str, params: dict, config: Config) -> str:
+def headline_metrics(summary: dict[str, float]) -> dict[str, float]:
+    """A trial's MLflow metrics: the headline names (runs.py) for Tune's `<metric>_mean`/`_sd`."""
+    return {runs.PSNR: summary["psnr_mean"], runs.PSNR_SD: summary["psnr_sd"],
+            runs.SSIM: summary["ssim_mean"], runs.SSIM_SD: summary["ssim_sd"],
+            "folds_done": summary["folds_done"]}
+
+
+def trial_run(spec: StudySpec, trial_id: str, number: int | None, params: dict, config: Config) -> str:
     """The trial's MLflow run (a child of the study run), created once."""
     t = spec.tracking
     existing = runs.trial_runs(t, spec.experiment, spec.name, trial_id)
     if existing:
         return existing[0].info.run_id
-    run_id = tracking.start_run(t, spec.experiment, f"{spec.name}-{trial_id}",
-                                runs.trial_tags(spec.name, trial_id, config.model, Cache.open(spec.cache)),
+    run_id = tracking.start_run(t, spec.experiment, runs.display_name(config.model, number),
+                                runs.trial_tags(spec.name, trial_id, config.model, Cache.open(spec.cache),
+                                                number),
                                 parent_run_id=spec.study_run_id)
     runs.log_config(t, run_id, config, search=params)
     return run_id
@@ -78,10 +86,13 @@ def cv_trial(params: dict, spec: StudySpec) -> None:
     import ray.tune
 
     trial_id = ray.tune.get_context().get_trial_id()
+    params = dict(params)
+    number = params.pop(runs.TRIAL_NUMBER, None)  # None: a study started before version 0.2
     config = with_overrides(spec.config, params)
     t = spec.tracking
-    run_id = trial_run(spec, trial_id, params, config)
-    trial = TrialRef(study=spec.name, trial_id=trial_id, run_id=run_id)
+    run_id = trial_run(spec, trial_id, number, params, config)
+    trial = TrialRef(study=spec.name, trial_id=trial_id, run_id=run_id, number=number,
+                     searched=tuple(params))
     earlier = {int(run.data.tags[runs.FOLD]): run
                for run in runs.fold_runs(t, spec.experiment, spec.name, trial_id)}
     scores: dict[int, tuple[float, float]] = {}
@@ -102,7 +113,7 @@ def cv_trial(params: dict, spec: StudySpec) -> None:
             tracking.log_metrics(t, run_id, {"fold_psnr": result.best_psnr,
                                              "fold_ssim": result.best_ssim}, step=k)
             summary = fold_scores(scores)
-            tracking.log_metrics(t, run_id, summary, step=k + 1)
+            tracking.log_metrics(t, run_id, headline_metrics(summary), step=k + 1)
             # Logged before reporting: if ASHA stops the trial, nothing after this runs.
             if len(scores) == spec.folds:
                 runs.end_trial(t, run_id, TrialState.COMPLETE)

@@ -51,10 +51,27 @@ def test_cpce_study_completes_and_writes_the_best_config(ray_session, tiny_synth
     t = req.tracking
     (study,) = runs(t, "tags.kind = 'study'")
     assert study.info.status == "FINISHED" and study.data.tags["best_trial"] == result.best.trial_id
-    assert {"best_psnr_mean", "best_psnr_sd", "cpu_hours", "trials_complete"} <= set(study.data.metrics)
+    assert {"psnr", "psnr_sd", "ssim", "ssim_sd", "cpu_hours", "trials_complete"} <= set(study.data.metrics)
+    assert study.data.metrics["psnr"] == pytest.approx(result.best.psnr_mean)
     trials = runs(t, "tags.kind = 'trial'")
     assert len(trials) == 3 and {r.data.tags["mlflow.parentRunId"] for r in trials} == {study.info.run_id}
     folds = runs(t, "tags.kind = 'fold'")
+    # Display names carry model, Optuna trial number and fold; t00 is the base configuration.
+    assert sorted(r.info.run_name for r in trials) == ["cpce t00", "cpce t01", "cpce t02"]
+    default = next(r for r in trials if r.data.tags.get("default_config") == "true")
+    assert default.info.run_name == "cpce t00" and default.data.tags["trial_number"] == "0"
+    for fold in folds:
+        trial = next(r for r in trials if r.info.run_id == fold.data.tags["mlflow.parentRunId"])
+        assert fold.info.run_name == f"{trial.info.run_name} f{fold.data.tags['fold']}"
+        assert fold.data.tags["ray_run_name"] == f"{fold.data.tags['trial_id']}-fold{fold.data.tags['fold']}"
+    # Headline metrics on every level; only CPCE's parameters; the searched keys named in a tag.
+    for run in [*trials, *folds]:
+        if run.data.tags.get("state") != "failed":
+            assert {"psnr", "ssim"} <= set(run.data.metrics), run.info.run_name
+        assert not any(k.startswith("circle.") for k in run.data.params), run.info.run_name
+        assert run.data.tags["searched"] == "loss.lambda_p, train.n_critic", run.info.run_name
+    for fold in folds:
+        assert {"val_psnr", "val_input_psnr", "input_psnr", "epoch"} <= set(fold.data.metrics)
     trial_ids = {r.info.run_id for r in trials}
     assert {r.data.tags["mlflow.parentRunId"] for r in folds} <= trial_ids
     complete = [o for o in result.outcomes if o.state == "complete"]

@@ -1,0 +1,177 @@
+"""The state of trainings in progress, read from the tracking store (`progress.Target`): a study's
+trials and fold trainings, or one training run, each fold's validation PSNR/SSIM beside the LR
+input's on the same slices, elapsed time and an ETA. `console.py` draws a `Snapshot` (rich, on a
+terminal) or prints the `events` between two of them as plain lines.
+
+Polling the store (every run already logs there, from any node) keeps the view out of Tune's
+results, which ASHA and Optuna act on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from mlflow.entities import Run
+
+from mrisr_ray import runs
+from mrisr_ray.progress import Target
+
+RUNNING = "RUNNING"
+
+
+def _metric(run: Run, key: str) -> float:
+    return run.data.metrics.get(key, math.nan)
+
+
+@dataclass(frozen=True)
+class FoldRow:
+    """One training run (a fold of a trial, or a `train` run)."""
+
+    name: str
+    trial_id: str
+    status: str  # MLflow's: RUNNING, FINISHED, KILLED, FAILED
+    epoch: int  # the last epoch logged (0: none yet)
+    epochs: int
+    val: tuple[float, float]  # the last epoch's PSNR, SSIM (nan: none yet)
+    lr_input: tuple[float, float]  # the LR input's, same slices
+    best: tuple[float, float] | None  # the best epoch's, once finished
+    seconds: float  # since the run started (to its end, once ended)
+
+    @classmethod
+    def of(cls, run: Run, epochs: int, now: float) -> FoldRow:
+        info, best = run.info, runs.best_scores(run)
+        end = info.end_time / 1000 if info.end_time and info.status != RUNNING else now
+        return cls(name=info.run_name, trial_id=run.data.tags.get(runs.TRIAL_ID, ""), status=info.status,
+                   epoch=int(_metric(run, "epoch")) if "epoch" in run.data.metrics else 0, epochs=epochs,
+                   val=(_metric(run, "val_psnr"), _metric(run, "val_ssim")),
+                   lr_input=(_metric(run, "val_input_psnr"), _metric(run, "val_input_ssim")),
+                   best=best if None not in best else None, seconds=max(0.0, end - info.start_time / 1000))
+
+    @property
+    def running(self) -> bool:
+        return self.status == RUNNING
+
+    @property
+    def done(self) -> float:
+        """Share of this training done (1 once it ended)."""
+        return self.epoch / self.epochs if self.running else 1.0
+
+    def scores(self) -> str:
+        """`36.41 dB / 0.9412 (LR 35.80 / 0.9301, +0.61 dB / +0.0111)`; the best epoch's once finished."""
+        psnr, ssim = self.best or self.val
+        if math.isnan(psnr):
+            return "not validated yet"
+        lr_psnr, lr_ssim = self.lr_input
+        text = f"{psnr:.2f} dB / {ssim:.4f}"
+        if not math.isnan(lr_psnr):
+            text += f" (LR {lr_psnr:.2f} / {lr_ssim:.4f}, {psnr - lr_psnr:+.2f} dB / {ssim - lr_ssim:+.4f})"
+        return text
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    name: str
+    trial_id: str
+    state: str  # runs.TrialState's value
+    cv: tuple[float, float, float, float] | None  # PSNR mean, SD, SSIM mean, SD over its folds
+    folds_done: int
+    params: str  # the searched values, short
+
+    @classmethod
+    def of(cls, run: Run) -> TrialRow:
+        cv = tuple(runs.headline(run, k) for k in (runs.PSNR, runs.PSNR_SD, runs.SSIM, runs.SSIM_SD))
+        params = ", ".join(f"{k.removeprefix('search.').split('.')[-1]}={short(v)}"
+                           for k, v in sorted(run.data.params.items()) if k.startswith("search."))
+        return cls(name=run.info.run_name, trial_id=run.data.tags.get(runs.TRIAL_ID, ""),
+                   state=run.data.tags.get(runs.STATE, ""), cv=None if None in cv else cv,
+                   folds_done=int(run.data.metrics.get("folds_done", 0)), params=params)
+
+    def scores(self) -> str:
+        if self.cv is None:
+            return "no fold finished yet"
+        psnr, psnr_sd, ssim, ssim_sd = self.cv
+        return f"CV {psnr:.2f} ± {psnr_sd:.2f} dB / {ssim:.4f} ± {ssim_sd:.4f} over {self.folds_done} fold(s)"
+
+
+def short(value: str) -> str:
+    """A logged parameter as few characters as it needs (`0.0443`, `10.0`)."""
+    try:
+        return f"{float(value):.3g}"
+    except ValueError:
+        return value
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    target: Target
+    folds: list[FoldRow]
+    trials: list[TrialRow]
+    elapsed: float  # seconds since the view started
+    finished_ids: frozenset[str] = field(default_factory=frozenset)  # trial ids that ended
+
+    def eta(self) -> float | None:
+        """Seconds left, from the mean fold training time so far (an upper bound in a study:
+        ASHA may stop trials early); None until a training has progressed."""
+        target = self.target
+        ended = [f.seconds for f in self.folds if not f.running]
+        progressing = [f.seconds / f.done for f in self.folds if f.running and f.epoch]
+        per_fold = sum(ended or progressing) / len(ended or progressing) if ended or progressing else None
+        if per_fold is None:
+            return None
+        planned = target.trials * target.folds if target.study else 1
+        stopped_early = sum(target.folds - t.folds_done for t in self.trials
+                            if t.state in ("pruned", "failed"))
+        left = max(0.0, planned - stopped_early - sum(f.done for f in self.folds))
+        return left * per_fold / max(1, target.concurrent)
+
+    def header(self) -> str:
+        target, eta = self.target, self.eta()
+        trainings = f"{sum(not f.running for f in self.folds)}/{target.trials * target.folds} fold trainings"
+        what = (f"tune {target.model} · study {target.study} · {len(self.finished_ids)}/{target.trials} "
+                f"trials · {trainings}" if target.study
+                else f"train {target.model} · {self.folds[0].name if self.folds else ''}")
+        left = "…" if eta is None else clock(eta) + (" at most" if target.study else "")
+        return f"{what} · elapsed {clock(self.elapsed)} · ETA {left}"
+
+
+def clock(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def snapshot(target: Target, started: float) -> Snapshot:
+    """The state of `target`'s runs now (`started`: when the view began, time.time())."""
+    t, now = target.tracking, time.time()
+    if target.study:
+        fold_runs = runs.fold_runs(t, target.experiment, target.study)
+        trial_runs = runs.study_trials(t, target.experiment, target.study)
+    else:
+        fold_runs, trial_runs = [t.client().get_run(target.run_id)], []
+    folds = sorted((FoldRow.of(r, target.epochs, now) for r in fold_runs), key=lambda f: f.name)
+    trials = sorted((TrialRow.of(r) for r in trial_runs), key=lambda tr: tr.name)
+    finished = frozenset(tr.trial_id for tr in trials if tr.state not in ("", runs.TrialState.RUNNING.value))
+    return Snapshot(target=target, folds=folds, trials=trials, elapsed=now - started, finished_ids=finished)
+
+
+def events(before: Snapshot | None, now: Snapshot) -> list[str]:
+    """Plain lines for what happened between two snapshots: each epoch of a single training, each
+    fold training that ended, each trial that ended."""
+    lines = []
+    ended_before = {f.name for f in before.folds if not f.running} if before else set()
+    epochs_before = {f.name: f.epoch for f in before.folds} if before else {}
+    for fold in now.folds:
+        if not now.target.study and fold.running and fold.epoch > epochs_before.get(fold.name, 0):
+            lines.append(f"{fold.name} epoch {fold.epoch}/{fold.epochs}: {fold.scores()}")
+        if not fold.running and fold.name not in ended_before:
+            how = "best epoch" if fold.status == "FINISHED" else fold.status.lower()
+            lines.append(f"{fold.name} {how}: {fold.scores()} in {clock(fold.seconds)}")
+    trials_before = before.finished_ids if before else frozenset()
+    for trial in now.trials:
+        if trial.trial_id in now.finished_ids and trial.trial_id not in trials_before:
+            lines.append(f"{trial.name} {trial.state}: {trial.scores()}; {trial.params}")
+    if lines:
+        lines.append(f"  {now.header()}")
+    return lines
