@@ -80,10 +80,12 @@ WorkdirOption = Annotated[
 
 
 def track(items, description: str):
-    """Rich progress bar for a loop; quiet when stdout is not a terminal."""
-    from rich.progress import track as rich_track
+    """Progress of a loop of a command without a session log (prepare, predict): a rich bar on a
+    terminal, plain lines otherwise (console.py)."""
+    from mrisr_ray.console import Console, shows_live
 
-    return rich_track(items, description=description, disable=not sys.stdout.isatty())
+    return Console(out=sys.stdout, err=sys.stderr, live=shows_live(sys.stdout, verbose=False)).track(
+        items, description)
 
 
 @app.command(cls=Command, epilog="Example: mrisr-ray prepare --data-dir IXI-T2/ --sites Guys")
@@ -145,9 +147,10 @@ VerboseOption = Annotated[bool, typer.Option(
     "--verbose", help="Also show Ray's, Tune's and the workers' own output (always in <workdir>/logs/).")]
 
 
-def config_overrides(set_: list[str] | None, epochs: int | None) -> list[str]:
-    """The `--set` values, with `--epochs E` as one more."""
-    return list(set_ or []) + ([f"train.epochs={epochs}"] if epochs is not None else [])
+def config_overrides(set_: list[str] | None, epochs: int | None, seed: int | None = None) -> list[str]:
+    """The `--set` values, with `--epochs E` and train's `--seed S` as more."""
+    shortcuts = {"train.epochs": epochs, "train.seed": seed}
+    return list(set_ or []) + [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
 
 
 @app.command(cls=Command, epilog="Example: mrisr-ray train --model cpce --data mrisr-work/data/synthetic "
@@ -160,6 +163,7 @@ def train(
     all_train: Annotated[bool, typer.Option(
         "--all-train", help="Train on every non-test subject, no validation.")] = False,
     workers: Annotated[int, typer.Option(help="DDP workers (one GPU each on CUDA).")] = 1,
+    seed: Annotated[int | None, typer.Option(help="Shortcut for --set train.seed=S.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     epochs: EpochsOption = None,
     vgg_weights: Annotated[str | None, typer.Option(help="VGG-19 weights file (or 'download').")] = None,
@@ -187,10 +191,10 @@ def train(
         raise UserInputError("give --model cpce|circle (or --config FILE, or --resume RUN_ID)")
     if data is None:
         raise UserInputError("give --data CACHE (a folder made by `mrisr-ray prepare`)")
-    overrides = config_overrides(set_, epochs)
+    overrides = config_overrides(set_, epochs, seed)
     if resume is not None and overrides and model is None and config is None:
         raise UserInputError(f"--resume {resume} continues the run's own configuration; "
-                             "--set/--epochs cannot change it")
+                             "--set/--epochs/--seed cannot change it")
     # A resumed run keeps its own config: one given with --resume must be the same (checked).
     given = resume is None or model is not None or config is not None
     run_config = load_config(model, config, overrides) if given else None
@@ -220,7 +224,9 @@ def tune(
     folds: Annotated[int | None, typer.Option(
         help="Use the first K folds of splits.json (default: all of the cache's folds).")] = None,
     concurrent: Annotated[int, typer.Option(help="Trials running at the same time.")] = 1,
-    workers_per_trial: Annotated[int, typer.Option(help="DDP workers of each fold training.")] = 1,
+    workers: Annotated[int, typer.Option(
+        "--workers", "--workers-per-trial",
+        help="DDP workers of each fold training, as train's --workers.")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(
         help="GPUs per worker; 0 trains on CPUs, <1 shares.")] = 0.0,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker.")] = 1.0,
@@ -231,7 +237,8 @@ def tune(
                                          "takes a run id instead).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
     address: AddressOption = None,
-    seed: Annotated[int, typer.Option(help="Optuna TPE seed.")] = 0,
+    seed: Annotated[int, typer.Option(
+        help="Seed of Optuna's sampler (each training's own seed is the config's train.seed).")] = 0,
     vgg_weights: Annotated[str | None, typer.Option(help="VGG-19 weights file (CPCE).")] = None,
     set_: SetOption = None,
     workdir: WorkdirOption = None,
@@ -258,7 +265,7 @@ def tune(
     request = StudyRequest(
         config=base, space_path=space or default_space_path(base.model), cache=data, workdir=wd,
         tracking=Tracking.for_workdir(wd, tracking_uri), trials=trials, folds=folds,
-        concurrent=concurrent, resources=Resources(workers=workers_per_trial, cpus_per_worker=cpus_per_worker,
+        concurrent=concurrent, resources=Resources(workers=workers, cpus_per_worker=cpus_per_worker,
                                                    gpus_per_worker=gpus_per_worker),
         metric=metric, name=name, resume=resume, address=address, seed=seed, vgg_weights=vgg_weights)
     if dry_run:
@@ -387,6 +394,7 @@ def demo(
     subjects: Annotated[int, typer.Option(help="Synthetic subjects (30% are test subjects).")] = 20,
     trials: Annotated[int, typer.Option(help="Trials per model.")] = 2,
     folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic cohort, its splits and the studies.")] = 0,
     vgg_weights: Annotated[str | None, typer.Option(
         help="VGG-19 weights for CPCE, if you have them.")] = None,
     workdir: WorkdirOption = None,
@@ -404,7 +412,8 @@ def demo(
     wd = resolve_workdir(workdir)
     with session("demo", wd, verbose) as console:
         result = run_demo(DemoRequest(workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
-                                      subjects=subjects, trials=trials, folds=folds, vgg_weights=vgg_weights),
+                                      subjects=subjects, trials=trials, folds=folds, seed=seed,
+                                      vgg_weights=vgg_weights),
                           say=console.say, track=console.track, watch=console.watch)
         console.say("")
         console.say((Path(result.report.report)).read_text().split("## Configurations")[0].strip())
@@ -425,13 +434,18 @@ def ui(
     """Start the MLflow UI on 127.0.0.1 on this work directory's store."""
     import os
 
+    from mrisr_ray import runs
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import resolve_workdir
 
     tracking = Tracking.for_workdir(resolve_workdir(workdir), tracking_uri)
-    typer.echo(f"MLflow UI for {tracking.uri} (Ctrl-C stops it): open {tracking.runs_url(port, experiment)}")
+    address = tracking.runs_url(port, experiment, runs.TABLE_COLUMNS)
+    typer.echo(f"MLflow UI for {tracking.uri} (Ctrl-C stops it): open {address}")
+    # One worker process and no job runner (it serves GenAI jobs: five more processes importing
+    # MLflow, minutes to start on a busy laptop) suffice for one user's runs table.
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.uri,
-               "--host", "127.0.0.1", "--port", str(port)]
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if tracking.artifact_root:
         command += ["--default-artifact-root", tracking.artifact_root.as_uri()]
     sys.stdout.flush()

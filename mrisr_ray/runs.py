@@ -63,6 +63,9 @@ INPUT_PSNR, INPUT_SSIM = "input_psnr", "input_ssim"  # the LR input's, on the sa
 OLD_NAMES = {PSNR: ("best_val_psnr", "psnr_mean", "best_psnr_mean"),
              SSIM: ("best_val_ssim", "ssim_mean", "best_ssim_mean"),
              PSNR_SD: ("psnr_sd", "best_psnr_sd"), SSIM_SD: ("ssim_sd", "best_ssim_sd")}
+# The columns `mrisr-ray ui` opens the runs table with.
+TABLE_COLUMNS = [f"metrics.{m}" for m in (PSNR, PSNR_SD, SSIM, SSIM_SD)] + \
+    [f"tags.{t}" for t in ("kind", "model", "searched")]
 TRIAL_NUMBER = "trial_number"  # Optuna's trial number (t00: the base configuration)
 SEARCHED = "searched"  # of a trial or fold run: the config keys the search varied
 

@@ -10,6 +10,7 @@ a `--tracking-uri sqlite:///…/x.db` keeps its artifacts in `mlartifacts/` besi
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import tempfile
@@ -30,6 +31,9 @@ SQLITE_FILE = "sqlite:///"
 # that it holds model-development runs: then it opens on the runs table.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# A view of the runs table (columns, sort) that the UI opens from `?viewStateShareKey=KEY` when
+# the experiment has the tag `mlflow.sharedViewState.KEY` holding it as JSON (MLflow's "share view").
+SHARED_VIEW_TAG, SHARED_VIEW_PARAMETER, VIEW_KEY = "mlflow.sharedViewState.", "viewStateShareKey", "mrisr-ray"
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -112,12 +116,21 @@ class Tracking:
         return self.client().create_experiment(name, artifact_location=location,
                                                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
-    def runs_url(self, port: int, experiment: str) -> str:
+    def runs_url(self, port: int, experiment: str, columns: list[str] | None = None) -> str:
         """The MLflow UI's address on 127.0.0.1:`port`: the runs table of `experiment` where the
-        store has it (tagged on the way), else the UI's home page."""
+        store has it (tagged on the way), else the UI's home page. `columns` (`metrics.psnr`,
+        `tags.kind`, …) are stored as a view of the experiment that the address opens, newest
+        runs first (the UI otherwise shows no metric column until one is picked)."""
         home = f"http://127.0.0.1:{port}"
         found = self.find_experiment(experiment) if self.exists() else None
-        return f"{home}/#/experiments/{found}/runs" if found is not None else home
+        if found is None:
+            return home
+        if not columns:
+            return f"{home}/#/experiments/{found}/runs"
+        selected = [f"{kind}.`{key}`" for kind, _, key in (column.partition(".") for column in columns)]
+        view = {"orderByKey": "attributes.start_time", "orderByAsc": False, "selectedColumns": selected}
+        self.client().set_experiment_tag(found, SHARED_VIEW_TAG + VIEW_KEY, json.dumps(view))
+        return f"{home}/#/experiments/{found}/runs?{SHARED_VIEW_PARAMETER}={VIEW_KEY}"
 
 
 def start_run(tracking: Tracking, experiment: str, name: str, tags: dict[str, str],

@@ -2,6 +2,7 @@
 --workdir (the default ./mrisr-work is created) and with only --tracking-uri, and usage errors as
 one `error: ...` line on stderr with exit code 2, through the real entry point."""
 
+import json
 import os
 import re
 import sqlite3
@@ -166,8 +167,13 @@ def test_ui_prints_the_runs_table_of_an_existing_store(fresh, monkeypatch, capsy
     made = tracking.client().create_experiment("mrisr-ray")  # as an earlier version made it: no kind tag
     code, out, err, command = run_main(monkeypatch, capsys, "ui", "--tracking-uri", store, "--port", "5123")
     assert code == 0 and err == "" and command is not None, err
-    assert f"http://127.0.0.1:5123/#/experiments/{made}/runs" in out
-    assert EXPERIMENT_KIND_TAG in tracking.client().get_experiment(made).tags
+    assert f"http://127.0.0.1:5123/#/experiments/{made}/runs?viewStateShareKey=mrisr-ray" in out
+    tags = tracking.client().get_experiment(made).tags
+    assert EXPERIMENT_KIND_TAG in tags
+    # The address opens a view with the headline columns (MLflow UI's shared-view tag).
+    view = json.loads(tags["mlflow.sharedViewState.mrisr-ray"])
+    assert view["selectedColumns"][:2] == ["metrics.`psnr`", "metrics.`psnr_sd`"]
+    assert "tags.`kind`" in view["selectedColumns"]
 
 
 def test_a_store_folder_that_cannot_be_made_is_one_line(fresh, tmp_path, monkeypatch, capsys):

@@ -81,7 +81,7 @@ def test_tune_uses_all_of_the_caches_folds_by_default(tiny_synthetic_cache, tmp_
     (["--resume"], ["--resume needs --name STUDY"]),
     (["--resume", "--name", "ghost"], ["--resume: no study named 'ghost'"]),
     (["--workers-per-trial", "64"], ["--workers 64 needs 64 CPUs"]),
-    (["--workers-per-trial", "2", "--gpus-per-worker", "0.5"], ["fractional --gpus-per-worker"]),
+    (["--workers", "2", "--gpus-per-worker", "0.5"], ["fractional --gpus-per-worker"]),
     (["--metric", "mae"], ["--metric must be psnr or ssim"]),
 ])
 def test_tune_bad_input_stops_before_launch(tiny_synthetic_cache, tmp_path, extra, fragments):

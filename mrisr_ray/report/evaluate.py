@@ -11,7 +11,7 @@ from mrisr_ray.data.cache import Cache
 from mrisr_ray.data.degrade import degrade
 from mrisr_ray.inference import SliceRunner, ensemble
 from mrisr_ray.metrics import SubjectScore, score_subject, summarize
-from mrisr_ray.progress import Track
+from mrisr_ray.progress import Track, no_progress
 from mrisr_ray.registry import MODELS
 from mrisr_ray.report.classical import TV_WEIGHTS, data_consistency, tv_reconstruct
 from mrisr_ray.report.sources import ModelSource
@@ -27,9 +27,10 @@ class Evaluation:
     scores: dict[str, list[SubjectScore]]  # method → one score per test subject
     tv_weight: float
     examples: dict[str, np.ndarray] = field(default_factory=dict)  # method → (n, H, W) slices
+    example_ids: list[tuple[str, int]] = field(default_factory=list)  # (subject, slice) of each
 
 
-def choose_tv_weight(cache: Cache, subjects: list[str]) -> float:
+def choose_tv_weight(cache: Cache, subjects: list[str], track: Track = no_progress) -> float:
     """The λ of the TV baseline with the best mean per-subject PSNR on validation subjects.
 
     Each validation subject's TV_VALIDATION_SLICES slices are solved as one batch, as `evaluate`
@@ -40,7 +41,7 @@ def choose_tv_weight(cache: Cache, subjects: list[str]) -> float:
     hrs = [torch.from_numpy(np.array(cache.slices(s, TV_VALIDATION_SLICES))) for s in subjects]
     lrs = [degrade(hr, cache.keep) for hr in hrs]
     mean_psnr = []
-    for w in TV_WEIGHTS:
+    for w in track(TV_WEIGHTS, "Choosing the TV weight on validation subjects"):
         scores = [score_subject(s, tv_reconstruct(lr, cache.keep, w).numpy(), hr.numpy())
                   for s, lr, hr in zip(subjects, lrs, hrs, strict=True)]
         mean_psnr.append(summarize(scores).psnr_mean)
@@ -68,6 +69,7 @@ def evaluate(cache: Cache, subjects: list[str], sources: list[ModelSource], tv_w
                 examples.setdefault(method, []).append(np.clip(output[index].numpy(), 0, 1))
         for index in example_slices.get(subject, []):
             examples.setdefault("HR", []).append(hr[index].numpy())
+            result.example_ids.append((subject, index))
     result.examples = {k: np.stack(v) for k, v in examples.items()}
     return result
 

@@ -85,6 +85,26 @@ def configuration_section(source: ModelSource) -> list[str]:
     return [*lines, ""]
 
 
+CAPTIONS = {
+    "comparison.png": "Example test slices at native resolution (one image pixel per figure pixel): HR, "
+                      "the LR input, TV and each model with and without +DC, each titled with its slice "
+                      "PSNR / SSIM; beneath, |method − HR| on one scale per slice.",
+    "subjects_boxplot.png": "PSNR and SSIM of every test subject per method, each subject's points joined "
+                            "across methods.",
+    "cv_per_fold.png": "Best validation PSNR of the best trial on each cross-validation fold.",
+}
+
+
+def caption(name: str) -> str:
+    """What a figure shows (a study's own figures are named `<study>_history.png`, `_importance.png`)."""
+    if name in CAPTIONS:
+        return CAPTIONS[name]
+    study, _, kind = name.removesuffix(".png").rpartition("_")
+    return {"history": f"Optuna optimisation history of study {study}: each trial's CV score and the "
+                       "best so far.",
+            "importance": f"Optuna parameter importances (fANOVA) of study {study}."}.get(kind, name)
+
+
 def render(evaluation: Evaluation, sources: list[ModelSource], data: dict, figures: list[str]) -> str:
     lines = ["# mrisr-ray report", ""]
     if data["synthetic"]:
@@ -104,7 +124,9 @@ def render(evaluation: Evaluation, sources: list[ModelSource], data: dict, figur
     lines += ["k-space data consistency (+DC, no training):", *[dc_verdict(evaluation, LABELS[s.model])
                                                               for s in sources], ""]
     lines += ["## Configurations", "", *[line for s in sources for line in configuration_section(s)]]
-    lines += ["## Figures", "", *[f"![{name}]({name})" for name in figures], ""]
+    lines += ["## Figures", ""]
+    for name in figures:
+        lines += [f"![{name}]({name})", "", f"*{caption(name)}*", ""]
     lines += ["## Protocol", "", PROTOCOL, "",
               "The paper's Table 1 is quoted as published; its normalisation and metric protocol are "
               "not stated, so its numbers are not comparable with the rows above.", ""]

@@ -16,7 +16,6 @@ from mrisr_ray.report import figures
 from mrisr_ray.report.evaluate import (
     LABELS,
     LR_ROW,
-    TV_ROW,
     Evaluation,
     choose_tv_weight,
     evaluate,
@@ -114,6 +113,19 @@ def write_csv(evaluation: Evaluation, path: Path) -> Path:
     return path
 
 
+def study_figures(request: ReportRequest, studies: list[str], folder: Path) -> list[Path]:
+    """The figures each study logged (Optuna history and importances), copied beside the report."""
+    t, made = request.tracking, []
+    client = t.client()
+    for name in studies:
+        for study in runs.study_runs(t, request.experiment, study=name)[:1]:
+            run_id = study.info.run_id
+            for artifact in client.list_artifacts(run_id):
+                if artifact.path.endswith(".png"):
+                    made.append(Path(client.download_artifacts(run_id, artifact.path, str(folder))))
+    return made
+
+
 def make_report(request: ReportRequest, track: Track = no_progress,
                 watch: Watch = no_watch) -> ReportResult:
     cache = Cache.open(request.cache)
@@ -121,15 +133,17 @@ def make_report(request: ReportRequest, track: Track = no_progress,
     sources = model_sources(request, cache, watch)
     folder = request.out or request.workdir.reports
     folder.mkdir(parents=True, exist_ok=True)
-    tv_weight = choose_tv_weight(cache, cache.splits.folds[0].val[:TV_VALIDATION_SUBJECTS])
+    tv_weight = choose_tv_weight(cache, cache.splits.folds[0].val[:TV_VALIDATION_SUBJECTS], track)
     evaluation = evaluate(cache, test, sources, tv_weight, example_slices(cache, test, request.examples),
                           track)
-    methods = [LR_ROW, TV_ROW, *[LABELS[s.model] for s in sources]]
-    made = [figures.comparison_panels(evaluation.examples, methods, folder / "comparison.png"),
+    methods = list(evaluation.scores)  # the LR input, TV, then each model and its +DC
+    made = [figures.comparison_panels(evaluation.examples, evaluation.example_ids, methods,
+                                      folder / "comparison.png"),
             figures.subject_boxplots(evaluation.scores, folder / "subjects_boxplot.png")]
     cv = {LABELS[s.model]: s.fold_psnr for s in sources if s.fold_psnr}
     if cv:
         made.append(figures.cv_per_fold(cv, folder / "cv_per_fold.png"))
+    made += study_figures(request, [s.study for s in sources if s.study], folder)
     synthetic = "synthetic" in cache.manifest.origin
     data = {"cache": cache.path, "origin": "synthetic cohort" if synthetic else "IXI T2",
             "synthetic": synthetic, "protocol_hash": cache.manifest.protocol_hash, "n_test": len(test),

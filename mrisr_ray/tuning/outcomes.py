@@ -69,8 +69,12 @@ def outcomes_of(grid, space: SearchSpace, defaults: dict, folds: int) -> list[Tr
     return outcomes
 
 
+MIN_TRIALS_FOR_IMPORTANCE = 10  # fANOVA importances from fewer complete trials are noise
+
+
 def study_figures(study_name: str, storage: str, folder: Path) -> list[Path]:
-    """Optimisation history (always) and parameter importances (two or more complete trials)."""
+    """Optimisation history (once a trial completed) and parameter importances (from
+    MIN_TRIALS_FOR_IMPORTANCE complete trials)."""
     import optuna
     from optuna.visualization import matplotlib as optuna_plots
 
@@ -81,7 +85,7 @@ def study_figures(study_name: str, storage: str, folder: Path) -> list[Path]:
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     made = []
     plots = [("history", optuna_plots.plot_optimization_history)]
-    if len(complete) >= 2:
+    if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
         plots.append(("importance", optuna_plots.plot_param_importances))
     for label, plot in plots:
         if label == "history" and not complete:

@@ -74,9 +74,9 @@ def make_plan(request: StudyRequest, cache: Cache) -> Plan:
     if not 1 <= folds <= available:
         raise UserInputError(f"--folds {folds}: {cache.path / 'splits.json'} has {available} folds")
     if request.trials < 1 or request.concurrent < 1 or resources.workers < 1:
-        raise UserInputError("--trials, --concurrent and --workers-per-trial must be at least 1")
+        raise UserInputError("--trials, --concurrent and --workers must be at least 1")
     if 0 < resources.gpus_per_worker < 1 and resources.workers > 1:
-        raise UserInputError("fractional --gpus-per-worker needs --workers-per-trial 1 (DDP refuses "
+        raise UserInputError("fractional --gpus-per-worker needs --workers 1 (DDP refuses "
                              "two ranks on one GPU)")
     return Plan(name=request.name or f"{request.config.model}-{time.strftime('%Y%m%d-%H%M%S')}",
                 model=request.config.model, trials=request.trials, folds=folds,

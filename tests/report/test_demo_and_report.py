@@ -3,7 +3,15 @@ checked against an independent computation, rerun for reproducibility, and its b
 
 import csv
 import json
+import os
+import re
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -56,6 +64,15 @@ def test_demo_prints_the_table_timing_and_where_things_are(demo):
                  "best_cpce.yaml", "best_circle.yaml"):
         assert (workdir / "reports" / name).is_file(), name
     report = (workdir / "reports" / "report.md").read_text()
+    # Every figure is linked, the studies' own figures too; importances need 10 complete trials.
+    pngs = sorted(p.name for p in (workdir / "reports").glob("*.png"))
+    assert len(pngs) == 5 and not [name for name in pngs if f"![{name}]({name})" not in report]
+    assert not [name for name in pngs if name.endswith("_importance.png")]
+    # HR, LR, TV and each model with and without +DC, one image pixel per figure pixel.
+    from PIL import Image
+
+    width, height = Image.open(workdir / "reports" / "comparison.png").size
+    assert width >= 7 * 256 and height >= 4 * 256
     assert "Paired Wilcoxon signed-rank tests" in report and "(n = 6)" in report
     assert "GAN-CPCE vs LR input (zero-filled): PSNR p = " in report
     assert "random_vgg" in report or "vgg" in report
@@ -203,3 +220,79 @@ def test_report_never_scores_a_subject_the_models_trained_on(demo, tmp_path):
         for run in studies:
             for key in keys:
                 client.set_tag(run.info.run_id, key, run.data.tags[key])
+
+
+def test_demo_console_is_the_products_own(demo):
+    """Redirected output of the demo: no colour codes and none of Ray's output (issue 14), which
+    went to the demo's log; the folds' scores stand beside the LR input's."""
+    workdir, stdout = demo
+    for noise in ("\x1b[", "TrainingReport(", "core_worker.cc", "Trial status", "tensorboard"):
+        assert noise not in stdout, noise
+    assert "cpce t00 f0 best epoch: " in stdout and "circle t01 f1 best epoch: " in stdout
+    (log,) = (workdir / "logs").glob("demo-*.log")
+    assert "TrainingReport(" in log.read_text()
+
+
+def rest(port: int, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/{path}",
+                                     data=json.dumps(body).encode() if body else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_the_mlflow_ui_shows_the_demos_runs(demo, tmp_path):
+    """What the MLflow UI reads (its REST API, served by `mrisr-ray ui`) on the demo's store: the
+    experiment opens on runs, every run has the headline columns, names say what a run is, a run
+    lists only its model's parameters, and the report run holds its table and its studies."""
+    workdir, _ = demo
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server_log = tmp_path / "ui.log"
+    with open(server_log, "w") as log:
+        ui = subprocess.Popen([sys.executable, "-m", "mrisr_ray", "ui", "--port", str(port), "--workdir",
+                               str(workdir)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                experiment = rest(port, "experiments/get-by-name?experiment_name=mrisr-ray")["experiment"]
+                break
+            except OSError as exc:
+                assert time.time() < deadline and ui.poll() is None, (exc, server_log.read_text()[-3000:])
+                time.sleep(0.5)
+        assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
+        found = rest(port, "runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                           "max_results": 1000})["runs"]
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
+
+    def as_dict(run: dict, part: str) -> dict:
+        return {item["key"]: item["value"] for item in run["data"].get(part, [])}
+
+    by_kind: dict[str, list[dict]] = {}
+    for run in found:
+        by_kind.setdefault(as_dict(run, "tags")["kind"], []).append(run)
+    assert len(by_kind["study"]) == 2 and len(by_kind["trial"]) == 4 and len(by_kind["fold"]) >= 4
+    for run in by_kind["study"] + by_kind["trial"] + by_kind["fold"]:
+        metrics, params, tags = as_dict(run, "metrics"), as_dict(run, "params"), as_dict(run, "tags")
+        model, name = tags["model"], run["info"]["run_name"]
+        assert {"psnr", "ssim"} <= set(metrics), name
+        if tags["kind"] != "fold":
+            assert {"psnr_sd", "ssim_sd"} <= set(metrics), name
+        other = "circle" if model == "cpce" else "cpce"
+        assert not any(key.startswith(f"{other}.") for key in params), name
+        if tags["kind"] == "trial":
+            assert re.fullmatch(f"{model} t0[01]", name) and tags["searched"], name
+        if tags["kind"] == "fold":
+            assert re.fullmatch(f"{model} t0[01] f[01]", name), name
+    (report,) = by_kind["report"]
+    metrics, tags = as_dict(report, "metrics"), as_dict(report, "tags")
+    for method in ("lr_input_zero_filled", "tv_reconstruction", "gan_cpce", "gan_cpce_dc", "gan_circle"):
+        assert {f"{method}.psnr", f"{method}.ssim_sd", f"{method}.psnr_gain"} <= set(metrics), method
+    studies = {as_dict(run, "tags")["study"]: run["info"]["run_id"] for run in by_kind["study"]}
+    assert {tags["study.cpce"], tags["study.circle"]} == set(studies)
+    for run_id in studies.values():
+        assert f"/runs/{run_id})" in tags["mlflow.note.content"]
