@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -94,52 +94,39 @@ class Console:
                 print(f"progress view: {type(exc).__name__}: {exc}", file=sys.stderr)  # the log
                 return None
 
+        view = None
         if self.rich is not None:
             from rich.live import Live
 
             # Not redirecting sys.stdout/stderr: they belong to the log.
-            with Live(console=self.rich, refresh_per_second=2, redirect_stdout=False,
-                      redirect_stderr=False) as view:
-                def draw() -> None:
-                    while True:
-                        now = poll()
-                        if now is not None:
-                            view.update(study_table(now))
-                        if stop.wait(POLL_S):
-                            return
+            view = Live(console=self.rich, refresh_per_second=2, redirect_stdout=False, redirect_stderr=False)
+        shown: list[live.Snapshot] = []
 
-                thread = threading.Thread(target=draw, daemon=True)
-                thread.start()
-                try:
-                    yield
-                finally:
-                    stop.set()
-                    thread.join()
-                    final = poll()
-                    if final is not None:
-                        view.update(study_table(final))
-            return
+        def show(now: live.Snapshot) -> None:
+            if view is not None:
+                view.update(study_table(now))
+            else:
+                for line in live.events(shown[-1] if shown else None, now):
+                    self.say(line)
+            shown[:] = [now]
 
-        def lines() -> None:
-            before = None
-            while not stop.wait(POLL_S):
+        def follow() -> None:
+            while True:
+                stopping = stop.wait(POLL_S)  # after the block: one last poll shows how it ended
                 now = poll()
                 if now is not None:
-                    for line in live.events(before, now):
-                        self.say(line)
-                    before = now
-            now = poll()
-            if now is not None:
-                for line in live.events(before, now):
-                    self.say(line)
+                    show(now)
+                if stopping:
+                    return
 
-        thread = threading.Thread(target=lines, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+        with view or nullcontext():
+            thread = threading.Thread(target=follow, daemon=True)
+            thread.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                thread.join()
 
 
 def study_table(snapshot: live.Snapshot):
