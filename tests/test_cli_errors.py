@@ -4,7 +4,6 @@ one `error: ...` line on stderr with exit code 2, through the real entry point."
 
 import json
 import os
-import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -69,15 +68,11 @@ def stored_runs(db: Path) -> dict[str, int]:
     return dict(rows)
 
 
-RAY_WORKER_LINE = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=\d+")  # "(RayTrainWorker pid=12)…"
-
-
 def no_traceback(result) -> None:
-    """No traceback from mrisr-ray's own process. Lines that Ray relays from its actors are left
-    out: with a second Ray instance on the machine (this test session's), an actor of Ray Train
-    logs a harmless ConnectionError traceback of its own."""
-    own = [line for line in result.stderr.splitlines() if not RAY_WORKER_LINE.match(line)]
-    assert not any("Traceback" in line for line in own), result.stderr[-3000:]
+    """No traceback on the console: Ray's own output, a harmless ConnectionError traceback of
+    Ray Train's placement-group cleaner among it when another Ray instance runs on the machine,
+    goes to the command's log."""
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
 
 
 # ---------------------------------------------------------------- the default work directory
