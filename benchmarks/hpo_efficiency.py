@@ -48,10 +48,10 @@ def gain_history(tracking: Tracking, study: str, folds: int) -> list[float]:
     gains: dict[str, list[float]] = {}
     best, history = float("-inf"), []
     for run in fold_runs:
-        metrics = run.data.metrics
-        if runs.BEST_PSNR in metrics:
+        psnr = runs.headline(run, runs.PSNR)
+        if psnr is not None:
             trial = gains.setdefault(run.data.tags[runs.TRIAL_ID], [])
-            trial.append(metrics[runs.BEST_PSNR] - metrics["val_input_psnr"])
+            trial.append(psnr - run.data.metrics[runs.INPUT_PSNR])
             if len(trial) == folds:
                 best = max(best, sum(trial) / folds)
         history.append(best)

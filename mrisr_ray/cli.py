@@ -279,7 +279,8 @@ def tune(
             console.say(str(exc), err=True)
             result = None
         else:
-            for line in summary_lines(result, base.model, metric, data, wd.root):
+            store = f"--workdir {wd.root}" + (f" --tracking-uri {tracking_uri}" if tracking_uri else "")
+            for line in summary_lines(result, base.model, metric, data, store):
                 console.say(line)
     if result is None:
         raise typer.Exit(130)

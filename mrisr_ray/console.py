@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from mrisr_ray import live
 from mrisr_ray.errors import RunFailed, UserInputError
-from mrisr_ray.progress import Target
+from mrisr_ray.progress import Target, clock
 from mrisr_ray.workdir import Workdir, ensure_folder
 
 POLL_S = 1.0  # how often a live view reads the tracking store
 PLAIN_TRACK_EVERY_S = 10.0  # how often a plain progress line repeats during a long loop
+PLAIN_STATUS_EVERY_S = 60.0  # a plain view's status line when nothing else was printed
 SHOWN_TRIALS = 8  # trials a live study view lists besides those running
 
 
@@ -79,20 +79,15 @@ class Console:
             yield item
             if time.monotonic() - last >= PLAIN_TRACK_EVERY_S:
                 last = time.monotonic()
-                self.say(f"  {description}: {done}{of} in {live.clock(last - started)}")
-        self.say(f"  {description}: {done}{of} done in {live.clock(time.monotonic() - started)}")
+                self.say(f"  {description}: {done}{of} in {clock(last - started)}")
+        self.say(f"  {description}: {done}{of} done in {clock(time.monotonic() - started)}")
 
     @contextmanager
     def watch(self, target: Target) -> Iterator[None]:
         """Follow `target`'s runs while the block runs (progress.Watch)."""
-        stop, started = threading.Event(), time.time()
+        from mrisr_ray import live
 
-        def poll() -> live.Snapshot | None:
-            try:
-                return live.snapshot(target, started)
-            except Exception as exc:  # the store may be mid-write; the next poll reads it again
-                print(f"progress view: {type(exc).__name__}: {exc}", file=sys.stderr)  # the log
-                return None
+        stop, started = threading.Event(), time.time()
 
         view = None
         if self.rich is not None:
@@ -101,21 +96,29 @@ class Console:
             # Not redirecting sys.stdout/stderr: they belong to the log.
             view = Live(console=self.rich, refresh_per_second=2, redirect_stdout=False, redirect_stderr=False)
         shown: list[live.Snapshot] = []
+        said = [time.monotonic()]  # when a plain line was last printed
 
-        def show(now: live.Snapshot) -> None:
+        def show() -> None:
+            now = live.snapshot(target, started)
             if view is not None:
                 view.update(study_table(now))
             else:
-                for line in live.events(shown[-1] if shown else None, now):
+                lines = live.events(shown[-1] if shown else None, now)
+                if not lines and time.monotonic() - said[0] >= PLAIN_STATUS_EVERY_S:
+                    lines = [f"  {now.header()}", *live.running(now)]
+                for line in lines:
                     self.say(line)
+                if lines:
+                    said[0] = time.monotonic()
             shown[:] = [now]
 
         def follow() -> None:
             while True:
                 stopping = stop.wait(POLL_S)  # after the block: one last poll shows how it ended
-                now = poll()
-                if now is not None:
-                    show(now)
+                try:
+                    show()
+                except Exception as exc:  # the store may be mid-write: the next poll reads it again
+                    print(f"progress view: {type(exc).__name__}: {exc}", file=sys.stderr)  # the log
                 if stopping:
                     return
 
@@ -129,10 +132,12 @@ class Console:
                 thread.join()
 
 
-def study_table(snapshot: live.Snapshot):
+def study_table(snapshot):
     """The live view: the header, then each trial (latest first, those running and the last
     SHOWN_TRIALS others) with its folds beneath it; a single training is one row."""
     from rich.table import Table
+
+    from mrisr_ray import live
 
     table = Table(title=snapshot.header(), title_justify="left", box=None, pad_edge=False)
     for column, wraps in (("run", False), ("state", False), ("epoch", False),
@@ -155,7 +160,7 @@ def study_table(snapshot: live.Snapshot):
     return table
 
 
-def fold_row(table, fold: live.FoldRow, indent: str = "") -> None:
+def fold_row(table, fold, indent: str = "") -> None:
     epoch = f"{fold.epoch}/{fold.epochs}"
     table.add_row(f"{indent}{fold.name}", fold.status.lower(), epoch, fold.scores(), "")
 
@@ -195,22 +200,23 @@ def session(command: str, workdir: Workdir, verbose: bool = False) -> Iterator[C
     runs pass through (the CLI prints them); anything unexpected becomes a RunFailed naming the
     log, which holds its traceback."""
     folder = ensure_folder(workdir.root / "logs", "--workdir")
-    path = folder / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    path = folder / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
     err = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
-    log = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (closed below, after the fds)
-    os.dup2(log.fileno(), 1)
-    os.dup2(log.fileno(), 2)
-    follower = LogFollower(path, out) if verbose else None
-    console = Console(out=out, err=err, log=log, log_path=path, live=shows_live(out, verbose),
-                      echo_log=verbose)
+    log, follower = None, None
     try:
-        yield console
+        log = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (closed below, after the fds)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        follower = LogFollower(path, out) if verbose else None
+        yield Console(out=out, err=err, log=log, log_path=path, live=shows_live(out, verbose),
+                      echo_log=verbose)
     except (UserInputError, RunFailed) as exc:
-        log.write(f"error: {exc}\n")  # the CLI prints it on the terminal
+        if log is not None:
+            log.write(f"error: {exc}\n")  # the CLI prints it on the terminal
         raise
     except KeyboardInterrupt:
         raise
@@ -219,18 +225,21 @@ def session(command: str, workdir: Workdir, verbose: bool = False) -> Iterator[C
         first = (str(exc).strip().splitlines() or [""])[0]
         raise RunFailed(f"{type(exc).__name__}: {first} (traceback in {path})") from exc
     finally:
-        if "ray" in sys.modules:  # Ray's processes and threads print into the log to the end
-            import ray
+        try:
+            if "ray" in sys.modules:  # Ray's processes and threads print into the log to the end
+                import ray
 
-            ray.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        if follower is not None:
-            follower.close()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-        out.write(f"log: {path}\n")
-        for stream in (out, err, log):
-            stream.close()
+                ray.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            if follower is not None:
+                follower.close()
+        finally:  # the terminal comes back whatever happened above (a second Ctrl-C included)
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            out.write(f"log: {path}\n")
+            for stream in (out, err, log):
+                if stream is not None:
+                    stream.close()

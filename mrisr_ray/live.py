@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from mlflow.entities import Run
 
 from mrisr_ray import runs
-from mrisr_ray.progress import Target
+from mrisr_ray.progress import Target, clock
 
 RUNNING = "RUNNING"
+RESUMED_FROM = runs.RESUMED_FROM_EPOCH
 
 
 def _metric(run: Run, key: str) -> float:
@@ -29,6 +30,7 @@ def _metric(run: Run, key: str) -> float:
 class FoldRow:
     """One training run (a fold of a trial, or a `train` run)."""
 
+    run_id: str
     name: str
     trial_id: str
     status: str  # MLflow's: RUNNING, FINISHED, KILLED, FAILED
@@ -37,17 +39,23 @@ class FoldRow:
     val: tuple[float, float]  # the last epoch's PSNR, SSIM (nan: none yet)
     lr_input: tuple[float, float]  # the LR input's, same slices
     best: tuple[float, float] | None  # the best epoch's, once finished
-    seconds: float  # since the run started (to its end, once ended)
+    seconds: float  # since the run started, or since the view did for a run resumed under it
+    resumed_from: int | None = None  # the epoch whose checkpoint it continued from
 
     @classmethod
-    def of(cls, run: Run, epochs: int, now: float) -> FoldRow:
-        info, best = run.info, runs.best_scores(run)
+    def of(cls, run: Run, epochs: int, now: float, view_started: float) -> FoldRow:
+        info, best, tags = run.info, runs.best_scores(run), run.data.tags
         end = info.end_time / 1000 if info.end_time and info.status != RUNNING else now
-        return cls(name=info.run_name, trial_id=run.data.tags.get(runs.TRIAL_ID, ""), status=info.status,
-                   epoch=int(_metric(run, "epoch")) if "epoch" in run.data.metrics else 0, epochs=epochs,
-                   val=(_metric(run, "val_psnr"), _metric(run, "val_ssim")),
+        # A run resumed days later: its own start would count the time it was stopped.
+        start = info.start_time / 1000
+        if RESUMED_FROM in tags:
+            start = max(start, view_started)
+        return cls(run_id=info.run_id, name=info.run_name, trial_id=tags.get(runs.TRIAL_ID, ""),
+                   status=info.status, epoch=int(_metric(run, "epoch")) if "epoch" in run.data.metrics else 0,
+                   epochs=epochs, val=(_metric(run, "val_psnr"), _metric(run, "val_ssim")),
                    lr_input=(_metric(run, "val_input_psnr"), _metric(run, "val_input_ssim")),
-                   best=best if None not in best else None, seconds=max(0.0, end - info.start_time / 1000))
+                   best=best if None not in best else None, seconds=max(0.0, end - start),
+                   resumed_from=int(tags[RESUMED_FROM]) if RESUMED_FROM in tags else None)
 
     @property
     def running(self) -> bool:
@@ -121,7 +129,8 @@ class Snapshot:
         if per_fold is None:
             return None
         planned = target.trials * target.folds if target.study else 1
-        stopped_early = sum(target.folds - t.folds_done for t in self.trials
+        runs_of = {t.trial_id: sum(f.trial_id == t.trial_id for f in self.folds) for t in self.trials}
+        stopped_early = sum(target.folds - runs_of[t.trial_id] for t in self.trials
                             if t.state in ("pruned", "failed"))
         left = max(0.0, planned - stopped_early - sum(f.done for f in self.folds))
         return left * per_fold / max(1, target.concurrent)
@@ -136,12 +145,6 @@ class Snapshot:
         return f"{what} · elapsed {clock(self.elapsed)} · ETA {left}"
 
 
-def clock(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60}:{seconds % 60:02d}"
-
-
 def snapshot(target: Target, started: float) -> Snapshot:
     """The state of `target`'s runs now (`started`: when the view began, time.time())."""
     t, now = target.tracking, time.time()
@@ -150,22 +153,30 @@ def snapshot(target: Target, started: float) -> Snapshot:
         trial_runs = runs.study_trials(t, target.experiment, target.study)
     else:
         fold_runs, trial_runs = [t.client().get_run(target.run_id)], []
-    folds = sorted((FoldRow.of(r, target.epochs, now) for r in fold_runs), key=lambda f: f.name)
+    folds = sorted((FoldRow.of(r, target.epochs, now, started) for r in fold_runs), key=lambda f: f.name)
     trials = sorted((TrialRow.of(r) for r in trial_runs), key=lambda tr: tr.name)
     finished = frozenset(tr.trial_id for tr in trials if tr.state not in ("", runs.TrialState.RUNNING.value))
     return Snapshot(target=target, folds=folds, trials=trials, elapsed=now - started, finished_ids=finished)
+
+
+def running(now: Snapshot) -> list[str]:
+    """A plain line per training in progress: its epoch and scores so far."""
+    return [f"  {f.name} epoch {f.epoch}/{f.epochs}: {f.scores()}" for f in now.folds if f.running]
 
 
 def events(before: Snapshot | None, now: Snapshot) -> list[str]:
     """Plain lines for what happened between two snapshots: each epoch of a single training, each
     fold training that ended, each trial that ended."""
     lines = []
-    ended_before = {f.name for f in before.folds if not f.running} if before else set()
-    epochs_before = {f.name: f.epoch for f in before.folds} if before else {}
+    ended_before = {f.run_id for f in before.folds if not f.running} if before else set()
+    seen_before = {f.run_id: f for f in before.folds} if before else {}
     for fold in now.folds:
-        if not now.target.study and fold.running and fold.epoch > epochs_before.get(fold.name, 0):
+        earlier = seen_before.get(fold.run_id)
+        if fold.resumed_from is not None and (earlier is None or earlier.resumed_from != fold.resumed_from):
+            lines.append(f"{fold.name} resumed from the checkpoint of epoch {fold.resumed_from}")
+        if not now.target.study and fold.running and fold.epoch > (earlier.epoch if earlier else 0):
             lines.append(f"{fold.name} epoch {fold.epoch}/{fold.epochs}: {fold.scores()}")
-        if not fold.running and fold.name not in ended_before:
+        if not fold.running and fold.run_id not in ended_before:
             how = "best epoch" if fold.status == "FINISHED" else fold.status.lower()
             lines.append(f"{fold.name} {how}: {fold.scores()} in {clock(fold.seconds)}")
     trials_before = before.finished_ids if before else frozenset()

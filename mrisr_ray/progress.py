@@ -22,6 +22,13 @@ def no_progress(items: Iterable, description: str) -> Iterable:
     return items
 
 
+def clock(seconds: float) -> str:
+    """`4:05`, or `1:02:03` from an hour."""
+    seconds = round(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
 @dataclass(frozen=True)
 class Target:
     """What a live view follows while trainings run: the runs they log to the tracking store (the

@@ -208,8 +208,8 @@ def link_studies(t: Tracking, experiment: str, run_id: str, studies: dict[str, s
         if found:
             links.append(f"- {model}: [study {name}](#/experiments/{found[0].info.experiment_id}/runs/"
                          f"{found[0].info.run_id})")
-    tracking.set_tags(t, run_id, {**{f"study.{model}": name for model, name in studies.items()},
-                                  "mlflow.note.content": "Models from:\n" + "\n".join(links)})
+    note = {"mlflow.note.content": "Models from:\n" + "\n".join(links)} if links else {}
+    tracking.set_tags(t, run_id, {**{f"study.{model}": name for model, name in studies.items()}, **note})
 
 
 def _search(t: Tracking, experiment: str, kind: RunKind, tags: dict[str, str | None],
@@ -290,10 +290,12 @@ def best_scores(run: Run) -> tuple[float, float]:
     return headline(run, PSNR), headline(run, SSIM)
 
 
-def display_name(model: str, trial_number: int | None = None, fold: int | None = None) -> str:
-    """What the MLflow UI shows: `cpce t03 f1` (display only: Ray names stay unique per study)."""
-    parts = [model] + ([f"t{trial_number:02d}"] if trial_number is not None else [])
-    return " ".join(parts + ([f"f{fold}"] if fold is not None else []))
+def display_name(model: str, trial_number: int | None = None, fold: int | None = None,
+                 trial_id: str = "") -> str:
+    """What the MLflow UI shows: `cpce t03 f1` (display only: Ray names stay unique per study); a
+    trial of a study started before version 0.2 has no number and shows its Tune id instead."""
+    trial = f"t{trial_number:02d}" if trial_number is not None else trial_id
+    return " ".join(part for part in (model, trial, f"f{fold}" if fold is not None else "") if part)
 
 
 def mark_resumed(t: Tracking, run_id: str, epoch: int, generator_sha256: str) -> None:

@@ -5,8 +5,9 @@ import io
 import time
 
 import pytest
+from rich.console import Console as RichConsole
 
-from mrisr_ray import live, runs, tracking
+from mrisr_ray import console, live, runs, tracking
 from mrisr_ray.config import load_config
 from mrisr_ray.console import Console
 from mrisr_ray.data.cache import Cache
@@ -67,19 +68,31 @@ def test_a_study_seen_through_its_runs(store, tiny_synthetic_cache):
     assert second.eta() == pytest.approx(2 * second.folds[0].seconds, abs=1.0)
     assert live.events(second, live.snapshot(target, started)) == []  # each event once
 
+    # On a terminal: one table, the trial (its searched value and CV) above its fold.
+    screen = io.StringIO()
+    RichConsole(file=screen, width=160, color_system=None).print(console.study_table(second))
+    rows = [line.strip() for line in screen.getvalue().splitlines()]
+    assert rows[0].startswith("tune cpce · study s · 1/2 trials · 1/4 fold trainings · elapsed")
+    trial_row = next(i for i, line in enumerate(rows) if line.startswith("cpce t00 "))
+    assert "pruned" in rows[trial_row] and "CV 36.00 ± 0.00 dB" in rows[trial_row]
+    assert "lambda_p=0.1" in rows[trial_row] and rows[trial_row + 1].startswith("cpce t00 f0  finished  1/4")
 
-def test_a_single_training_prints_each_epoch_in_plain_mode(store, tiny_synthetic_cache):
+
+def test_a_single_training_prints_each_epoch_in_plain_mode(store, tiny_synthetic_cache, monkeypatch):
+    monkeypatch.setattr(console, "POLL_S", 0.1)
     t, cache = store, Cache.open(tiny_synthetic_cache)
     run_id = tracking.start_run(t, EXPERIMENT, "cpce-run", runs.training_tags(
         RunKind.TRAIN, load_config("cpce"), cache, 0, cache.path, "cpce-run"))
     out = io.StringIO()
-    console = Console(out=out, err=out)
+    view = Console(out=out, err=out)
     target = Target(tracking=t, experiment=EXPERIMENT, model="cpce", epochs=2, run_id=run_id)
-    with console.watch(target):
+    with view.watch(target):
         log_epoch(t, run_id, 1, 35.2)
-        time.sleep(2.5)  # the view polls every second
+        time.sleep(1.0)  # ten polls
+        runs.mark_resumed(t, run_id, 1, "0" * 64)  # as a restarted worker group marks it
         log_epoch(t, run_id, 2, 35.4)
     text = out.getvalue()
+    assert text.count("cpce-run resumed from the checkpoint of epoch 1") == 1
     assert "cpce-run epoch 1/2: 35.20 dB / 0.9000 (LR 35.00 / 0.8800, +0.20 dB / +0.0200)" in text
     assert "cpce-run epoch 2/2: 35.40 dB" in text  # the last poll, after the block
     assert "train cpce · cpce-run · elapsed" in text and "\x1b[" not in text

@@ -134,7 +134,8 @@ def start_run(request: TrainRequest, config: Config, cache: Cache, ray_name: str
     tags = runs.training_tags(request.kind, config, cache, request.fold, request.workdir.ray_storage,
                               ray_name, request.trial)
     trial = request.trial
-    name = ray_name if trial is None else runs.display_name(config.model, trial.number, request.fold)
+    name = ray_name if trial is None else runs.display_name(config.model, trial.number, request.fold,
+                                                            trial.trial_id)
     run_id = tracking.start_run(t, request.experiment, name, tags, trial.run_id if trial else None)
     runs.log_config(t, run_id, config)
     tracking.log_file(t, run_id, cache.path / runs.SPLITS_ARTIFACT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mrisr_ray.registry import MODELS
 from mrisr_ray.runs import TrialState, display_name
 from mrisr_ray.tuning.outcomes import StudyResult, TrialOutcome
 
@@ -19,8 +20,23 @@ def cv(outcome: TrialOutcome) -> str:
            f"{outcome.ssim_sd:.4f}"
 
 
-def summary_lines(result: StudyResult, model: str, metric: str, data: Path, workdir: Path,
+def versus_base(best: TrialOutcome, outcomes: list[TrialOutcome], name) -> str:
+    """The base configuration's CV beside the best's (over the folds it ran, if ASHA stopped it)."""
+    base = next((o for o in outcomes if o.is_default), None)
+    if base is None or base is best or base.folds_done == 0:
+        return ""
+    partial = "" if base.state == TrialState.COMPLETE else f" over {base.folds_done} fold(s), stopped early"
+    return f"; base configuration {name(base)}: {cv(base)}{partial} " \
+           f"({best.psnr_mean - base.psnr_mean:+.2f} dB, {best.ssim_mean - base.ssim_mean:+.4f})"
+
+
+def summary_lines(result: StudyResult, model: str, metric: str, data: Path, store: str,
                   top: int = 10) -> list[str]:
+    """`store`: the options that name the work directory and tracking store (`--workdir W
+    [--tracking-uri U]`), repeated in the next commands."""
+    def name(o: TrialOutcome) -> str:
+        return display_name(model, o.number, trial_id=o.trial_id)
+
     counts = {state: sum(o.state == state for o in result.outcomes) for state in TrialState}
     lines = [f"study {result.name}: {len(result.outcomes)} trials ({counts[TrialState.COMPLETE]} complete, "
              f"{counts[TrialState.PRUNED]} stopped early by ASHA, {counts[TrialState.FAILED]} failed); "
@@ -29,20 +45,17 @@ def summary_lines(result: StudyResult, model: str, metric: str, data: Path, work
     for o in ranked[:top]:
         mark = ("★" if result.best is not None and o.trial_id == result.best.trial_id else " ") + \
             ("=" if o.is_default else " ")
-        lines.append(f"  {display_name(model, o.number):<10} {mark} {o.state:<8} {o.folds_done} folds  "
-                     f"{cv(o)}  {searched(o)}")
+        lines.append(f"  {name(o):<10} {mark} {o.state:<8} {o.folds_done} folds  {cv(o)}  {searched(o)}")
     best = result.best
     if best is None:
         return [*lines, "no trial finished all folds: no best configuration"]
-    default = next((o for o in result.outcomes if o.is_default and o.state == TrialState.COMPLETE), None)
-    versus = "" if default is None or default is best else \
-        f"; base configuration {display_name(model, default.number)}: {cv(default)} " \
-        f"({best.psnr_mean - default.psnr_mean:+.2f} dB, {best.ssim_mean - default.ssim_mean:+.4f})"
+    others = " and ".join(f"--{m} STUDY" for m in MODELS if m != model)
     return [*lines,
-            f"best: {display_name(model, best.number)}, CV {cv(best)}{versus}",
+            f"best: {name(best)}, CV {cv(best)}{versus_base(best, result.outcomes, name)}",
             f"      {searched(best)}",
             f"best configuration: {result.best_config_path}",
             "next:",
-            f"  mrisr-ray report --data {data} --{model} {result.name} --workdir {workdir}",
-            f"  mrisr-ray predict --study {result.name} --input SCANS --output OUT --workdir {workdir}",
-            f"  mrisr-ray ui --workdir {workdir}   (compare the trials in MLflow)"]
+            f"  mrisr-ray report --data {data} --{model} {result.name} {store}   (the latest finished "
+            f"study of each other model is used, or name it: {others})",
+            f"  mrisr-ray predict --study {result.name} --input SCANS --output OUT {store}",
+            f"  mrisr-ray ui {store}   (compare the trials in MLflow)"]

@@ -63,7 +63,8 @@ def trial_run(spec: StudySpec, trial_id: str, number: int | None, params: dict, 
     existing = runs.trial_runs(t, spec.experiment, spec.name, trial_id)
     if existing:
         return existing[0].info.run_id
-    run_id = tracking.start_run(t, spec.experiment, runs.display_name(config.model, number),
+    name = runs.display_name(config.model, number, trial_id=trial_id)
+    run_id = tracking.start_run(t, spec.experiment, name,
                                 runs.trial_tags(spec.name, trial_id, config.model, Cache.open(spec.cache),
                                                 number),
                                 parent_run_id=spec.study_run_id)

@@ -35,7 +35,7 @@ def demo(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
     result = run_cli("demo", "--workdir", workdir)
     assert result.returncode == 0, result.stderr[-3000:]
-    return workdir, result.stdout
+    return workdir, result.stdout + result.stderr  # the whole console
 
 
 def read_metrics(path):
@@ -223,8 +223,8 @@ def test_report_never_scores_a_subject_the_models_trained_on(demo, tmp_path):
 
 
 def test_demo_console_is_the_products_own(demo):
-    """Redirected output of the demo: no colour codes and none of Ray's output (issue 14), which
-    went to the demo's log; the folds' scores stand beside the LR input's."""
+    """Redirected output of the demo (stdout and stderr): no colour codes and none of Ray's output
+    (issue 14), which went to the demo's log; the folds' scores stand beside the LR input's."""
     workdir, stdout = demo
     for noise in ("\x1b[", "TrainingReport(", "core_worker.cc", "Trial status", "tensorboard"):
         assert noise not in stdout, noise
