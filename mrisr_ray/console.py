@@ -2,8 +2,8 @@
 
 `session(command, workdir, verbose)` wraps a command: the process's stdout and stderr (file
 descriptors 1 and 2, so Ray, Tune, Optuna, MLflow and the processes Ray starts all write there)
-go to `<workdir>/logs/<command>-<time>.log`, while the product's own lines and its live progress
-go to the terminal through the `Console` it yields. On a terminal (and without NO_COLOR) progress
+go to `<workdir>/logs/<command>-<time>-<pid>.log`, while the product's own lines and its live
+progress go to the terminal through the `Console` it yields. On a terminal (and without NO_COLOR) progress
 is a live rich display; otherwise it is plain lines without colour codes. `--verbose` shows the
 log itself as it grows, Ray's output included.
 """
