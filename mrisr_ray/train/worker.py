@@ -46,8 +46,10 @@ class WorkerSpec:
 class RaySink:
     """Per epoch: every rank calls `ray.train.report` (a barrier: all ranks must report equally
     often), rank 0 with the checkpoint folder the session has just written; then rank 0 logs to
-    MLflow and prints a line. In that order, an interruption can only lose an epoch's MLflow
-    metrics, never log an epoch that the resumed run trains again; `resumed` logs them then."""
+    MLflow and prints a line. In that order, an interruption mostly loses at most an epoch's MLflow
+    metrics (`resumed` logs them then); only one that falls between a checkpoint's upload and Ray
+    Train's controller registering it leaves that epoch logged and trained again after the resume
+    (MLflow then holds both values at that step)."""
 
     def __init__(self, spec: WorkerSpec, rank: int, checkpoint_dir: Path):
         self.spec, self.rank, self.checkpoint_dir = spec, rank, checkpoint_dir

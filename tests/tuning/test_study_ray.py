@@ -1,5 +1,6 @@
 """Real Ray Tune + Optuna studies on the tiny synthetic cohort, real MLflow in a temp dir."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -138,11 +139,15 @@ def test_interrupted_study_resumes_without_training_a_fold_twice(tiny_synthetic_
     fold0, fold1 = fold_run(0), fold_run(1)
     assert fold1.info.status != "FINISHED"
     (fold1_folder,) = (tmp_path / "w" / "ray").glob("*-fold1")
-    newest = sorted(fold1_folder.glob("checkpoint_*/state.pt"))[-1]
-    checkpoint_epoch = torch.load(newest, weights_only=True)["epoch"]
-    assert checkpoint_epoch < epochs  # interrupted mid-fold
+    newest = torch.load(sorted(fold1_folder.glob("checkpoint_*/state.pt"))[-1], weights_only=True)["epoch"]
+    # What a restart continues from is the checkpoint Ray Train registered last; its controller
+    # registers a reported checkpoint a moment after the files land, so under load an interrupt
+    # can fall between the two.
+    snapshot = json.loads((fold1_folder / "checkpoint_manager_snapshot.json").read_text())
+    checkpoint_epoch = snapshot["latest_checkpoint_result"]["metrics"]["epoch"]
+    assert checkpoint_epoch in (newest, newest - 1) and checkpoint_epoch < epochs  # interrupted mid-fold
     # The checkpoint is reported before the epoch is logged: MLflow may lag it by one epoch.
-    assert metric_steps(t, fold1.info.run_id)[-1:] in ([checkpoint_epoch], [checkpoint_epoch - 1], [])
+    assert metric_steps(t, fold1.info.run_id)[-1:] in ([newest], [newest - 1], [])
 
     # --resume continues the same study only.
     other_space = tmp_path / "other-space.yaml"
@@ -170,7 +175,12 @@ def test_interrupted_study_resumes_without_training_a_fold_twice(tiny_synthetic_
     assert after[0].info.end_time == fold0.info.end_time  # the finished fold was not touched
     assert metric_steps(t, fold0.info.run_id) == list(range(1, epochs + 1))
     assert int(after[1].data.tags["resumed_from_epoch"]) == checkpoint_epoch  # its last checkpoint…
-    assert metric_steps(t, fold1.info.run_id) == list(range(1, epochs + 1))  # …no epoch twice or lost
+    # …no epoch lost; one is logged twice only if the interrupt fell between its checkpoint's upload
+    # and Ray registering it (it is trained again after the resume).
+    steps = metric_steps(t, fold1.info.run_id)
+    repeated = sorted({step for step in steps if steps.count(step) > 1})
+    assert sorted(set(steps)) == list(range(1, epochs + 1)) and repeated in ([], [newest])
+    assert not repeated or newest == checkpoint_epoch + 1
     assert after[1].info.status == "FINISHED"
     study = optuna.load_study(study_name="paused", storage=f"sqlite:///{tmp_path / 'w' / 'optuna.db'}")
     assert len(study.trials) == 1 and all(tr.state.is_finished() for tr in study.trials)
