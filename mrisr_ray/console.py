@@ -3,8 +3,8 @@
 `session(command, workdir, verbose)` wraps a command: the process's stdout and stderr (file
 descriptors 1 and 2, so Ray, Tune, Optuna, MLflow and the processes Ray starts all write there)
 go to `<workdir>/logs/<command>-<time>-<pid>.log`, while the product's own lines and its live
-progress go to the terminal through the `Console` it yields. On a terminal (and without NO_COLOR) progress
-is a live rich display; otherwise it is plain lines without colour codes. `--verbose` shows the
+progress go to the terminal through the `Console` it yields. On a terminal (and without NO_COLOR)
+progress is a live rich display; otherwise it is plain lines without colour codes. `--verbose` shows the
 log itself as it grows, Ray's output included.
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from mrisr_ray.errors import RunFailed, UserInputError
+from mrisr_ray.errors import RunFailed, UserInputError, describe
 from mrisr_ray.progress import Target, clock
 from mrisr_ray.workdir import Workdir, ensure_folder
 
@@ -39,7 +39,6 @@ class Console:
     out: TextIO
     err: TextIO
     log: TextIO | None = None
-    log_path: Path | None = None
     live: bool = False  # draw live displays (a terminal, NO_COLOR unset, not --verbose)
     echo_log: bool = False  # --verbose: the terminal shows the log, so lines go to the log only
 
@@ -95,22 +94,23 @@ class Console:
 
             # Not redirecting sys.stdout/stderr: they belong to the log.
             view = Live(console=self.rich, refresh_per_second=2, redirect_stdout=False, redirect_stderr=False)
-        shown: list[live.Snapshot] = []
-        said = [time.monotonic()]  # when a plain line was last printed
+        before: live.Snapshot | None = None
+        said = time.monotonic()  # when a plain line was last printed
 
         def show() -> None:
+            nonlocal before, said
             now = live.snapshot(target, started)
             if view is not None:
                 view.update(study_table(now))
             else:
-                lines = live.events(shown[-1] if shown else None, now)
-                if not lines and time.monotonic() - said[0] >= PLAIN_STATUS_EVERY_S:
+                lines = live.events(before, now)
+                if not lines and time.monotonic() - said >= PLAIN_STATUS_EVERY_S:
                     lines = [f"  {now.header()}", *live.running(now)]
                 for line in lines:
                     self.say(line)
                 if lines:
-                    said[0] = time.monotonic()
-            shown[:] = [now]
+                    said = time.monotonic()
+            before = now
 
         def follow() -> None:
             while True:
@@ -212,8 +212,7 @@ def session(command: str, workdir: Workdir, verbose: bool = False) -> Iterator[C
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         follower = LogFollower(path, out) if verbose else None
-        yield Console(out=out, err=err, log=log, log_path=path, live=shows_live(out, verbose),
-                      echo_log=verbose)
+        yield Console(out=out, err=err, log=log, live=shows_live(out, verbose), echo_log=verbose)
     except (UserInputError, RunFailed) as exc:
         if log is not None:
             log.write(f"error: {exc}\n")  # the CLI prints it on the terminal
@@ -222,8 +221,7 @@ def session(command: str, workdir: Workdir, verbose: bool = False) -> Iterator[C
         raise
     except Exception as exc:
         traceback.print_exc()  # into the log
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise RunFailed(f"{type(exc).__name__}: {first} (traceback in {path})") from exc
+        raise RunFailed(f"{describe(exc)} (traceback in {path})") from exc
     finally:
         try:
             if "ray" in sys.modules:  # Ray's processes and threads print into the log to the end

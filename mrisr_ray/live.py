@@ -90,8 +90,7 @@ class TrialRow:
     @classmethod
     def of(cls, run: Run) -> TrialRow:
         cv = tuple(runs.headline(run, k) for k in (runs.PSNR, runs.PSNR_SD, runs.SSIM, runs.SSIM_SD))
-        params = ", ".join(f"{k.removeprefix('search.').split('.')[-1]}={short(v)}"
-                           for k, v in sorted(run.data.params.items()) if k.startswith("search."))
+        params = short_params({k: v for k, v in sorted(run.data.params.items()) if k.startswith("search.")})
         return cls(name=run.info.run_name, trial_id=run.data.tags.get(runs.TRIAL_ID, ""),
                    state=run.data.tags.get(runs.STATE, ""), cv=None if None in cv else cv,
                    folds_done=int(run.data.metrics.get("folds_done", 0)), params=params)
@@ -103,12 +102,22 @@ class TrialRow:
         return f"CV {psnr:.2f} ± {psnr_sd:.2f} dB / {ssim:.4f} ± {ssim_sd:.4f} over {self.folds_done} fold(s)"
 
 
-def short(value: str) -> str:
-    """A logged parameter as few characters as it needs (`0.0443`, `10.0`)."""
-    try:
-        return f"{float(value):.3g}"
-    except ValueError:
-        return value
+def short(value: object) -> str:
+    """A parameter in as few characters as it needs: floats to 3 significant digits (`0.0443`,
+    `10`), integers and words as they are; MLflow's logged strings are read as numbers first."""
+    if isinstance(value, str):
+        for parse in (int, float):
+            try:
+                value = parse(value)
+                break
+            except ValueError:
+                pass
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def short_params(params: dict) -> str:
+    """`lambda_p=0.1, lr=0.002`: config keys by their last part, values `short`."""
+    return ", ".join(f"{key.split('.')[-1]}={short(value)}" for key, value in params.items())
 
 
 @dataclass(frozen=True)
@@ -123,15 +132,16 @@ class Snapshot:
         """Seconds left, from the mean fold training time so far (an upper bound in a study:
         ASHA may stop trials early); None until a training has progressed."""
         target = self.target
-        ended = [f.seconds for f in self.folds if not f.running]
-        progressing = [f.seconds / f.done for f in self.folds if f.running and f.epoch]
-        per_fold = sum(ended or progressing) / len(ended or progressing) if ended or progressing else None
-        if per_fold is None:
+        # Fold durations: those of ended trainings, else those projected from running ones.
+        durations = [f.seconds for f in self.folds if not f.running] or \
+            [f.seconds / f.done for f in self.folds if f.running and f.epoch]
+        if not durations:
             return None
+        per_fold = sum(durations) / len(durations)
         planned = target.trials * target.folds if target.study else 1
         runs_of = {t.trial_id: sum(f.trial_id == t.trial_id for f in self.folds) for t in self.trials}
         stopped_early = sum(target.folds - runs_of[t.trial_id] for t in self.trials
-                            if t.state in ("pruned", "failed"))
+                            if t.state in (runs.TrialState.PRUNED, runs.TrialState.FAILED))
         left = max(0.0, planned - stopped_early - sum(f.done for f in self.folds))
         return left * per_fold / max(1, target.concurrent)
 

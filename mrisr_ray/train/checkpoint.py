@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mrisr_ray.config import Config, from_dict, to_dict
-from mrisr_ray.errors import UserInputError
+from mrisr_ray.errors import UserInputError, describe
 from mrisr_ray.registry import model_spec
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ class GeneratorFile:
             net.load_state_dict(self.state_dict)
         except RuntimeError as exc:
             raise UserInputError(f"{name}: its weights do not fit its {self.model} config "
-                                 f"({_first_line(exc)})") from None
+                                 f"({describe(exc)})") from None
         return net.eval()
 
 
@@ -249,12 +249,7 @@ def _load_failure(exc: Exception) -> str:
     text = str(exc)
     marker = "WeightsUnpickler error:"
     if marker not in text:
-        return _first_line(exc)
+        return describe(exc)
     cause = next((line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()), "")
     cause = cause.split(". ")[0]
     return f"holds more than tensors and plain data, so it was not unpickled: {cause[:120]}"
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()  # with the type: some of torch's messages are a bare number
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mrisr_ray.live import short_params
 from mrisr_ray.registry import MODELS
 from mrisr_ray.runs import TrialState, display_name
 from mrisr_ray.tuning.outcomes import StudyResult, TrialOutcome
-
-
-def searched(outcome: TrialOutcome) -> str:
-    return ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-                     for k, v in outcome.params.items())
 
 
 def cv(outcome: TrialOutcome) -> str:
@@ -45,14 +41,15 @@ def summary_lines(result: StudyResult, model: str, metric: str, data: Path, stor
     for o in ranked[:top]:
         mark = ("★" if result.best is not None and o.trial_id == result.best.trial_id else " ") + \
             ("=" if o.is_default else " ")
-        lines.append(f"  {name(o):<10} {mark} {o.state:<8} {o.folds_done} folds  {cv(o)}  {searched(o)}")
+        lines.append(f"  {name(o):<10} {mark} {o.state:<8} {o.folds_done} folds  {cv(o)}  "
+                     f"{short_params(o.params)}")
     best = result.best
     if best is None:
         return [*lines, "no trial finished all folds: no best configuration"]
     others = " and ".join(f"--{m} STUDY" for m in MODELS if m != model)
     return [*lines,
             f"best: {name(best)}, CV {cv(best)}{versus_base(best, result.outcomes, name)}",
-            f"      {searched(best)}",
+            f"      {short_params(best.params)}",
             f"best configuration: {result.best_config_path}",
             "next:",
             f"  mrisr-ray report --data {data} --{model} {result.name} {store}   (the latest finished "
