@@ -143,6 +143,12 @@ SetOption = Annotated[
 ]
 EpochsOption = Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=E.")]
 AddressOption = Annotated[str | None, typer.Option(help="Join a running Ray cluster (default: local).")]
+StorageOption = Annotated[Path | None, typer.Option(
+    help="Folder for Ray's checkpoints and Tune results; on a cluster one every node mounts "
+    "(default <workdir>/ray).")]
+WorkerResourceOption = Annotated[str | None, typer.Option(
+    metavar="NAME", help="Give each worker one unit of this custom Ray resource (placed only on nodes "
+    "started with --resources '{\"NAME\": N}').")]
 VerboseOption = Annotated[bool, typer.Option(
     "--verbose", help="Also show Ray's, Tune's and the workers' own output (always in <workdir>/logs/).")]
 
@@ -173,6 +179,8 @@ def train(
         "tune's --resume continues a study instead).")] = None,
     max_failures: Annotated[int, typer.Option(help="Worker-group restarts from the last checkpoint.")] = 1,
     address: AddressOption = None,
+    storage_path: StorageOption = None,
+    worker_resource: WorkerResourceOption = None,
     set_: SetOption = None,
     workdir: WorkdirOption = None,
     tracking_uri: TrackingOption = None,
@@ -198,11 +206,12 @@ def train(
     # A resumed run keeps its own config: one given with --resume must be the same (checked).
     given = resume is None or model is not None or config is not None
     run_config = load_config(model, config, overrides) if given else None
-    wd = resolve_workdir(workdir)
+    wd = resolve_workdir(workdir, storage_path)
     with session("train", wd, verbose) as console:
         result = run_training(TrainRequest(
             config=run_config, cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
-            fold=None if all_train else fold, resources=Resources(workers=workers), device=device,
+            fold=None if all_train else fold,
+            resources=Resources(workers=workers, worker_resource=worker_resource), device=device,
             experiment=experiment, vgg_weights=vgg_weights, resume_run_id=resume, max_failures=max_failures,
             address=address), watch=console.watch)
         scores = "" if all_train else \
@@ -237,6 +246,8 @@ def tune(
                                          "takes a run id instead).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
     address: AddressOption = None,
+    storage_path: StorageOption = None,
+    worker_resource: WorkerResourceOption = None,
     seed: Annotated[int, typer.Option(
         help="Seed of Optuna's sampler (each training's own seed is the config's train.seed).")] = 0,
     vgg_weights: Annotated[str | None, typer.Option(help="VGG-19 weights file (CPCE).")] = None,
@@ -261,12 +272,13 @@ def tune(
         raise UserInputError("--resume needs --name STUDY")
     overrides = config_overrides(set_, epochs)
     base = load_config(model, config, overrides)
-    wd = resolve_workdir(workdir)
+    wd = resolve_workdir(workdir, storage_path)
     request = StudyRequest(
         config=base, space_path=space or default_space_path(base.model), cache=data, workdir=wd,
         tracking=Tracking.for_workdir(wd, tracking_uri), trials=trials, folds=folds,
         concurrent=concurrent, resources=Resources(workers=workers, cpus_per_worker=cpus_per_worker,
-                                                   gpus_per_worker=gpus_per_worker),
+                                                   gpus_per_worker=gpus_per_worker,
+                                                   worker_resource=worker_resource),
         metric=metric, name=name, resume=resume, address=address, seed=seed, vgg_weights=vgg_weights)
     if dry_run:
         plan = make_plan(request, Cache.open(data))

@@ -5,6 +5,10 @@ request is refused here (docs/architecture.md §4.6)."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
 
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.resources import Resources
@@ -16,6 +20,12 @@ QUIET_RAY = {
     # Worker prints go straight to the driver's console (the print patch echoes them twice).
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
+
+
+HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has one unit of it
+# The autoscaling config that `ray up` leaves on the head (override: AUTOSCALING_CONFIG_ENV).
+AUTOSCALING_CONFIG_ENV = "MRISR_RAY_AUTOSCALING_CONFIG"
+DEFAULT_AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -35,8 +45,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, runtime_env=runtime_env)
 
 
-def check_local_request(resources: Resources) -> None:
-    """Refuse, before Ray starts, what this machine cannot give."""
+def check_local_request(resources: Resources, gpu_option: str) -> None:
+    """Refuse, before Ray starts, what this machine cannot give (`gpu_option`: how the command
+    asked for GPUs, for the message)."""
     import torch
 
     workers = resources.workers
@@ -44,23 +55,99 @@ def check_local_request(resources: Resources) -> None:
         raise UserInputError(f"--workers must be at least 1, got {workers}")
     if resources.use_gpu:
         if not torch.cuda.is_available():
-            raise UserInputError("--device cuda: no CUDA device is available on this machine")
+            raise UserInputError(f"{gpu_option}: no CUDA device is available on this machine")
         if workers > torch.cuda.device_count():
             raise UserInputError(f"--workers {workers} needs {workers} GPUs, this machine has "
                                  f"{torch.cuda.device_count()} (one GPU per DDP worker)")
     elif resources.cpus > (os.cpu_count() or 1):
         raise UserInputError(f"--workers {workers} needs {resources.cpus:g} CPUs, this "
                              f"machine has {os.cpu_count()}")
+    if resources.worker_resource:
+        raise UserInputError(f"--worker-resource {resources.worker_resource} places workers on the "
+                             "nodes of a Ray cluster: pass --address too")
 
 
-def check_cluster_request(resources: Resources) -> None:
-    """Refuse what the connected Ray cluster cannot give (total resources)."""
+@dataclass(frozen=True)
+class NodeType:
+    """Nodes the cluster has or can start: `count` of them (None: as many as needed)."""
+
+    name: str
+    resources: dict[str, float]
+    count: int | None
+
+
+def node_types() -> list[NodeType]:
+    """Every node alive now, and the node types the cluster's autoscaler can still start: those
+    Ray's GCS publishes (autoscaler v2, KubeRay), else those of the autoscaling config on this
+    machine (`ray up` puts it on the head, where `tune` runs)."""
+    import ray
+    from ray._private.state import state
+
+    alive = [NodeType(f"node {node['NodeID'][:8]}", dict(node["Resources"]), 1)
+             for node in ray.nodes() if node["Alive"]]
+    published = state.get_cluster_config()
+    if published is not None and published.node_group_configs:
+        return alive + [NodeType(group.name, dict(group.resources),
+                                 None if group.max_count == -1 else group.max_count)
+                        for group in published.node_group_configs]
+    return alive + autoscaling_config_types(Path(os.environ.get(AUTOSCALING_CONFIG_ENV,
+                                                                DEFAULT_AUTOSCALING_CONFIG)).expanduser())
+
+
+def autoscaling_config_types(path: Path) -> list[NodeType]:
+    """The worker node types of a Ray autoscaling config (cluster.yaml as `ray up` completes it)."""
+    if not path.is_file():
+        return []
+    config = yaml.safe_load(path.read_text()) or {}
+    cluster_cap = config.get("max_workers")  # over all worker types together
+
+    def count(spec: dict) -> int | None:
+        counts = [c for c in (spec.get("max_workers"), cluster_cap) if c is not None]
+        return min(counts) if counts else None
+
+    return [NodeType(name, {k: float(v) for k, v in (spec.get("resources") or {}).items()}, count(spec))
+            for name, spec in (config.get("available_node_types") or {}).items()
+            if name != config.get("head_node_type")]
+
+
+def check_cluster_request(resources: Resources, head_cpus: float = 0.0) -> None:
+    """Refuse what the Ray cluster can never give, counting the nodes its autoscaler may start:
+    one worker must fit on one node, all workers on the nodes there are or can be. `head_cpus`:
+    what must also fit on the head node (a study's trial drivers)."""
     import ray
 
-    total = ray.cluster_resources()
-    if resources.cpus > total.get("CPU", 0):
-        raise UserInputError(f"the Ray cluster has {total.get('CPU', 0):g} CPUs, the request needs "
-                             f"{resources.cpus:g}")
-    if resources.use_gpu and resources.gpus > total.get("GPU", 0):
-        raise UserInputError(f"the Ray cluster has {total.get('GPU', 0):g} GPUs, the request needs "
-                             f"{resources.gpus:g}")
+    types = node_types()
+    bundle, total = resources.per_worker(), resources.total()
+    total["CPU"] = total.get("CPU", 0) + head_cpus
+    if not any(fits(bundle, t.resources) for t in types if t.count != 0):
+        raise UserInputError(f"no node of the Ray cluster, and no node type its autoscaler can start, "
+                             f"has {show(bundle)} for one worker (it has {describe_types(types)})")
+    for name, needed in total.items():
+        reachable = sum(t.resources.get(name, 0) * (float("inf") if t.count is None else t.count)
+                        for t in types)
+        if needed > reachable:
+            raise UserInputError(f"the Ray cluster can have at most {reachable:g} {name} (nodes now and "
+                                 f"those its autoscaler can start); {resources.describe()}"
+                                  f"{f' + {head_cpus:g} CPU for the trial driver' if head_cpus else ''} "
+                                  f"needs {needed:g}")
+    head = next((n for n in ray.nodes() if n["Alive"] and HEAD_RESOURCE in n["Resources"]), None)
+    if head_cpus and head is not None and head["Resources"].get("CPU", 0) < head_cpus:
+        raise UserInputError(f"the Ray head node has {head['Resources'].get('CPU', 0):g} CPUs; each "
+                             f"trial driver runs there and needs {head_cpus:g}")
+
+
+def fits(bundle: dict[str, float], capacity: dict[str, float]) -> bool:
+    return all(capacity.get(name, 0) >= amount for name, amount in bundle.items())
+
+
+def show(resources: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{name}: {amount:g}" for name, amount in resources.items()) + "}"
+
+
+def describe_types(types: list[NodeType]) -> str:
+    """e.g. "node 3f2a9c1b {CPU: 2}; gpu_worker {CPU: 8, GPU: 1}" (no memory or node-id entries)."""
+    def shown(name: str) -> bool:
+        return ":" not in name and "memory" not in name
+
+    return "; ".join(f"{t.name} {show({k: v for k, v in t.resources.items() if shown(k)})}"
+                     for t in types[:6]) or "no nodes"

@@ -22,6 +22,9 @@ class Resources:
     workers: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0  # 0: train on CPUs; < 1 shares a GPU (one worker only: DDP)
+    # A custom Ray resource (`ray start --resources '{"NAME": N}'`) of which each worker takes
+    # one unit: places folds on the nodes that declare it (at most N workers per node).
+    worker_resource: str | None = None
 
     @property
     def use_gpu(self) -> bool:
@@ -42,8 +45,14 @@ class Resources:
 
     def per_worker(self) -> dict[str, float]:
         """Ray's `resources_per_worker`."""
-        return {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.use_gpu else {})}
+        return {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.use_gpu else {}),
+                **({self.worker_resource: 1.0} if self.worker_resource else {})}
+
+    def total(self) -> dict[str, float]:
+        """What all the workers of one training take together."""
+        return {name: amount * self.workers for name, amount in self.per_worker().items()}
 
     def describe(self) -> str:
         gpu = f", {self.gpus_per_worker:g} GPU" if self.use_gpu else ""
-        return f"{self.workers} worker(s) × ({self.cpus_per_worker:g} CPU{gpu})"
+        custom = f", 1 {self.worker_resource}" if self.worker_resource else ""
+        return f"{self.workers} worker(s) × ({self.cpus_per_worker:g} CPU{gpu}{custom})"

@@ -47,6 +47,7 @@ DATA_DIGEST, SPLITS_DIGEST = "data_digest", "splits_digest"  # of the cache (ful
 BASE_CONFIG_SHA256, SPACE_SHA256 = "base_config_sha256", "search_space_sha256"  # of a study
 RESUMED_FROM_EPOCH, RESUMED_GENERATOR = "resumed_from_epoch", "resumed_generator_sha256"
 RAY_RUN_NAME = "ray_run_name"  # of a training run: the Ray Train run it resumes from
+RAY_STORAGE = "ray_storage_path"  # the folder of Ray's checkpoints and Tune results (--storage-path)
 
 ALL_TRAIN = "all-train"  # the `fold` of a training on every non-test subject
 CONFIG_ARTIFACT = "config.yaml"
@@ -169,7 +170,7 @@ def training_tags(kind: RunKind, config: Config, cache: Cache, fold: int | None,
         "perceptual": perceptual_mode(config) or "n/a",
         "seed": str(config.train.seed),
         "split_seed": str(cache.splits.seed),
-        "ray_storage_path": str(ray_storage),
+        RAY_STORAGE: str(ray_storage),
         RAY_RUN_NAME: ray_run_name,
     }
     if trial is not None:

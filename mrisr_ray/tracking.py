@@ -34,6 +34,9 @@ EXPERIMENT_KIND = "custom_model_development"
 # A view of the runs table (columns, sort) that the UI opens from `?viewStateShareKey=KEY` when
 # the experiment has the tag `mlflow.sharedViewState.KEY` holding it as JSON (MLflow's "share view").
 SHARED_VIEW_TAG, SHARED_VIEW_PARAMETER, VIEW_KEY = "mlflow.sharedViewState.", "viewStateShareKey", "mrisr-ray"
+# Set in processes that must not reach MLflow (Ray Train workers: they may run on nodes where
+# the head's tracking server is not reachable; `train/logger.py` logs for them). Its value says why.
+NO_TRACKING_ENV = "MRISR_RAY_NO_TRACKING"
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -91,6 +94,9 @@ class Tracking:
         return not self.uri.startswith(SQLITE_FILE) or (db is not None and db.is_file())
 
     def client(self) -> MlflowClient:
+        if os.environ.get(NO_TRACKING_ENV):
+            raise RuntimeError(f"no MLflow calls in this process ({NO_TRACKING_ENV}: "
+                               f"{os.environ[NO_TRACKING_ENV]})")
         quiet_mlflow()
         if self.artifact_root is not None:  # a local store lives in the work directory
             self.artifact_root.parent.mkdir(parents=True, exist_ok=True)

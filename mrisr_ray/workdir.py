@@ -15,6 +15,7 @@ DEFAULT_WORKDIR = "mrisr-work"
 @dataclass(frozen=True)
 class Workdir:
     root: Path
+    storage: Path | None = None  # --storage-path: a folder every Ray node sees (default root/ray)
 
     @property
     def mlflow_uri(self) -> str:
@@ -26,7 +27,9 @@ class Workdir:
 
     @property
     def ray_storage(self) -> Path:
-        return self.root / "ray"
+        """Ray Train's checkpoints and Tune's results: on a cluster, workers write checkpoints
+        there and the head reads them, so it must be storage every node mounts."""
+        return self.storage or self.root / "ray"
 
     @property
     def optuna_db(self) -> Path:
@@ -52,14 +55,21 @@ def ensure_folder(folder: Path, what: str) -> Path:
     return folder
 
 
-def resolve_workdir(option: str | Path | None = None) -> Workdir:
+def resolve_workdir(option: str | Path | None = None, storage: str | Path | None = None) -> Workdir:
     """`--workdir`, else `$MRISR_RAY_WORKDIR`, else `./mrisr-work`; always absolute, and created
     here for every command: what lives in it (optuna.db, mlflow.db, Ray storage) is opened
-    without creating its folder."""
+    without creating its folder. `storage`: `--storage-path`, a POSIX folder (created)."""
     if option:
         chosen, source = option, f"--workdir {option}"
     elif os.environ.get(WORKDIR_ENV):
         chosen, source = os.environ[WORKDIR_ENV], f"{WORKDIR_ENV}={os.environ[WORKDIR_ENV]}"
     else:
         chosen, source = DEFAULT_WORKDIR, "the default work directory"
-    return Workdir(ensure_folder(Path(chosen).expanduser().resolve(), source))
+    root = ensure_folder(Path(chosen).expanduser().resolve(), source)
+    if storage is None:
+        return Workdir(root)
+    if "://" in str(storage):
+        raise UserInputError(f"--storage-path {storage}: give a folder that every Ray node mounts "
+                             "(a local path, or an NFS/EFS mount on a cluster), not a URI")
+    path = Path(storage).expanduser().resolve()
+    return Workdir(root, ensure_folder(path, f"--storage-path {storage}"))

@@ -8,6 +8,7 @@ import time
 import urllib.request
 
 import pytest
+import torch
 from helpers import TINY_RUN, run_cli
 from test_cli_prepare import assert_one_line_error
 
@@ -83,10 +84,18 @@ def test_tune_uses_all_of_the_caches_folds_by_default(tiny_synthetic_cache, tmp_
     (["--workers-per-trial", "64"], ["--workers 64 needs 64 CPUs"]),
     (["--workers", "2", "--gpus-per-worker", "0.5"], ["fractional --gpus-per-worker"]),
     (["--metric", "mae"], ["--metric must be psnr or ssim"]),
+    (["--worker-resource", "fold_node"], ["--worker-resource fold_node places workers", "--address"]),
+    (["--storage-path", "s3://bucket/ray"], ["--storage-path s3://bucket/ray", "not a URI"]),
 ])
 def test_tune_bad_input_stops_before_launch(tiny_synthetic_cache, tmp_path, extra, fragments):
     assert_one_line_error(run_cli(*tune_args(tiny_synthetic_cache, tmp_path, *extra)), *fragments)
     assert not (tmp_path / "ray").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_tune_asks_for_a_gpu_in_its_own_words(tiny_synthetic_cache, tmp_path):
+    assert_one_line_error(run_cli(*tune_args(tiny_synthetic_cache, tmp_path, "--gpus-per-worker", "1")),
+                          "--gpus-per-worker: no CUDA device is available on this machine")
 
 
 def test_tune_rejects_a_bad_space_file(tiny_synthetic_cache, tmp_path):

@@ -1,4 +1,5 @@
-"""cluster.yaml is a real Ray autoscaler config: Ray's own validator accepts it (offline)."""
+"""cluster.yaml is a real Ray autoscaler config: Ray's own validator accepts it (offline); and
+resource requests are checked against the node types such a cluster's autoscaler can start."""
 
 import copy
 
@@ -7,6 +8,10 @@ import pytest
 import yaml
 from helpers import REPO
 from ray.autoscaler._private.util import prepare_config, validate_config
+
+from mrisr_ray.errors import UserInputError
+from mrisr_ray.ray_runtime import AUTOSCALING_CONFIG_ENV, check_cluster_request
+from mrisr_ray.resources import Resources
 
 
 def load():
@@ -31,3 +36,24 @@ def test_validator_catches_mistakes():
     wrong_head["head_node_type"] = "missing"
     with pytest.raises(ValueError):
         validate_config(prepare_config(wrong_head))
+
+
+@pytest.mark.ray
+def test_requests_count_the_nodes_the_autoscaler_can_start(ray_session, monkeypatch, tmp_path):
+    """The local test cluster has 4 CPUs and no GPU; cluster.yaml's autoscaler can add up to four
+    1-GPU nodes (`gpu_worker`, min_workers 0), so GPU requests wait for it instead of failing."""
+    monkeypatch.setenv(AUTOSCALING_CONFIG_ENV, str(tmp_path / "no-autoscaler.yaml"))
+    with pytest.raises(UserInputError, match=r"autoscaler can start, has \{CPU: 1, GPU: 1\}"):
+        check_cluster_request(Resources(gpus_per_worker=1.0))
+    with pytest.raises(UserInputError, match=r"at most 4 CPU .*\+ 0\.1 CPU for the trial driver needs 4\.1"):
+        check_cluster_request(Resources(workers=4), head_cpus=0.1)  # the driver takes a worker's CPU
+    check_cluster_request(Resources(workers=3), head_cpus=0.1)
+
+    monkeypatch.setenv(AUTOSCALING_CONFIG_ENV, str(REPO / "cluster.yaml"))
+    check_cluster_request(Resources(workers=4, gpus_per_worker=1.0), head_cpus=0.1)
+    with pytest.raises(UserInputError, match=r"at most 4 GPU .* needs 5$"):
+        check_cluster_request(Resources(workers=5, gpus_per_worker=1.0))
+    with pytest.raises(UserInputError, match=r"\{CPU: 1, GPU: 2\} for one .*gpu_worker \{CPU: 8, GPU: 1\}"):
+        check_cluster_request(Resources(gpus_per_worker=2.0))
+    with pytest.raises(UserInputError, match=r"has \{CPU: 1, fold_node: 1\} for one worker"):
+        check_cluster_request(Resources(worker_resource="fold_node"))

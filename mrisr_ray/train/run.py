@@ -8,7 +8,6 @@ group from the last checkpoint.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -26,7 +25,7 @@ from mrisr_ray.runs import RunKind, TrialRef
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.train import checkpoint
 from mrisr_ray.train.checkpoint import GENERATOR_FILE
-from mrisr_ray.train.worker import FAIL_ONCE_ENV, WorkerSpec, train_worker
+from mrisr_ray.train.worker import RESUMED, InjectedFailure, WorkerSpec, train_worker
 from mrisr_ray.workdir import Workdir
 
 
@@ -110,7 +109,7 @@ def resumed(request: TrainRequest, cache: Cache) -> Resumed:
         if changed:
             raise UserInputError(f"--resume {run_id}: --config/--set change {', '.join(changed[:5])} "
                                  "from the run's configuration; resume without them, or start a new run")
-    storage, name = Path(tags.get("ray_storage_path", request.workdir.ray_storage)), tags[runs.RAY_RUN_NAME]
+    storage, name = Path(tags.get(runs.RAY_STORAGE, request.workdir.ray_storage)), tags[runs.RAY_RUN_NAME]
     # A fold may have been stopped before Ray made its folder: it then starts over in its run.
     if not (storage / name).is_dir() and request.trial is None:
         raise UserInputError(f"--resume {run_id}: its checkpoints were in {storage / name}, which does "
@@ -148,10 +147,12 @@ def train(request: TrainRequest, watch: Watch = no_watch) -> TrainResult:
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from mrisr_ray.train.logger import WORKER_RUNTIME_ENV, MlflowLogger
+
     cache = Cache.open(request.cache)
     resources = request.resources.on_gpu(resolve_device(request.device))
     if request.address is None and request.check_local:
-        check_local_request(resources)
+        check_local_request(resources, "--device cuda")
     if request.resume_run_id:
         previous = resumed(request, cache)
         config, fold = previous.config, previous.fold
@@ -178,9 +179,8 @@ def train(request: TrainRequest, watch: Watch = no_watch) -> TrainResult:
         run_id = start_run(request, config, cache, ray_name)
     tracking.set_tags(t, run_id, runs.resource_tags(resources))
     spec = WorkerSpec(config=config, cache=str(cache.path), train_subjects=train_subjects,
-                      val_subjects=val_subjects, tracking=t, run_id=run_id,
-                      threads=max(1, int(resources.cpus_per_worker)),
-                      fail_once=os.environ.get(FAIL_ONCE_ENV))
+                      val_subjects=val_subjects, threads=max(1, int(resources.cpus_per_worker)),
+                      failure=InjectedFailure.from_env(fold))
     storage.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         train_worker,
@@ -192,7 +192,8 @@ def train(request: TrainRequest, watch: Watch = no_watch) -> TrainResult:
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute="score", checkpoint_score_order="max"),
             failure_config=ray.train.FailureConfig(max_failures=request.max_failures),
-            logging_config=ray.train.LoggingConfig(log_level="WARNING")),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            callbacks=[MlflowLogger(t, run_id)], worker_runtime_env=WORKER_RUNTIME_ENV),
     )
     try:
         with watch(Target(tracking=t, experiment=request.experiment, model=config.model,
@@ -212,8 +213,12 @@ def train(request: TrainRequest, watch: Watch = no_watch) -> TrainResult:
 
 def finish(request: TrainRequest, run_id: str, storage: Path, result) -> TrainResult:
     """Log the best generator and the final metrics, close the run."""
+    from mrisr_ray.train.logger import log_resumed
+
     t = request.tracking
     best = result.return_value
+    if best.get(RESUMED):  # resumed with no epoch left to train, so no report carried it
+        log_resumed(t, run_id, best[RESUMED])
     best_checkpoint = max(result.best_checkpoints, key=lambda cm: cm[1]["score"])[0]
     generator = storage / runs.GENERATOR_ARTIFACT
     with best_checkpoint.as_directory() as folder:  # (a run resumed across versions: a bare state_dict)

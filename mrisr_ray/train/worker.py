@@ -1,5 +1,7 @@
-"""The Ray Train worker: DDP wrapping, Ray's checkpoint folder and a sink that reports to Ray and
-MLflow around the plain training session (`session.py`)."""
+"""The Ray Train worker: DDP wrapping, Ray's checkpoint folder and a sink that reports every
+epoch to Ray around the plain training session (`session.py`). Workers never talk to MLflow:
+`logger.py` logs what they report from Ray Train's controller, on the node that called `fit()`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,18 +18,57 @@ import torch
 
 from mrisr_ray.config import Config
 from mrisr_ray.data.cache import Cache
+from mrisr_ray.errors import UserInputError
 from mrisr_ray.plotting import sample_grid_png
-from mrisr_ray.tracking import Tracking
 from mrisr_ray.train.checkpoint import Restored
 from mrisr_ray.train.loop import EpochResult, LoopContext
 from mrisr_ray.train.session import train_session
 
-# Testing aid for recovery (read by the driver, passed to the workers): "EPOCH:MARKER" makes
-# rank 0 raise once right after epoch EPOCH's checkpoint; "EPOCH:MARKER:kill" makes its process
-# SIGKILL itself shortly after, in the middle of the next epoch (no exception, no clean-up: a
-# lost machine). The MARKER file records that it happened, so a restarted run goes on.
+# What rank 0 adds to its reports beside the epoch's metrics (read by `logger.py`).
+EPOCH, SCORE, RESUMED = "epoch", "score", "resumed_from"
+SAMPLES_FILE = "samples.png"  # in the checkpoint folder of an epoch that drew its sample grid
+
+# Testing aid for recovery, read by the driver: "EPOCH:MARKER[:MODE[:FOLD]]" makes rank 0, right
+# after epoch EPOCH's report, raise (MODE raise, the default), SIGKILL its own process a moment
+# later, in the next epoch (kill: a lost process), or sleep until something kills it (pause: the
+# test then takes the node down). FOLD limits it to that fold's training. The MARKER file records
+# that it happened, so a restarted run goes on.
 FAIL_ONCE_ENV = "MRISR_RAY_FAIL_ONCE"
+FAILURE_MODES = ("raise", "kill", "pause")
 KILL_DELAY_S = 0.3
+
+
+@dataclass(frozen=True)
+class InjectedFailure:
+    epoch: int
+    marker: Path
+    mode: str = "raise"
+    fold: int | None = None
+
+    @classmethod
+    def from_env(cls, fold: int | None) -> InjectedFailure | None:
+        """The plan in FAIL_ONCE_ENV where it applies to a training of `fold`."""
+        plan = os.environ.get(FAIL_ONCE_ENV)
+        if not plan:
+            return None
+        at, marker, *rest = plan.split(":")
+        failure = cls(int(at), Path(marker), *(rest[:1] or ["raise"]),
+                      fold=int(rest[1]) if len(rest) > 1 else None)
+        if failure.mode not in FAILURE_MODES:
+            raise UserInputError(f"{FAIL_ONCE_ENV}: mode must be one of {', '.join(FAILURE_MODES)}")
+        return failure if failure.fold is None or failure.fold == fold else None
+
+    def maybe_happen(self, epoch: int) -> None:
+        if epoch != self.epoch or self.marker.exists():
+            return
+        self.marker.write_text(f"{self.mode} after epoch {epoch} (pid {os.getpid()})\n")
+        if self.mode == "kill":
+            threading.Timer(KILL_DELAY_S, os.kill, (os.getpid(), signal.SIGKILL)).start()
+        elif self.mode == "pause":
+            while True:
+                time.sleep(1)
+        else:
+            raise RuntimeError(f"injected failure after epoch {epoch} ({FAIL_ONCE_ENV})")
 
 
 @dataclass
@@ -37,75 +79,50 @@ class WorkerSpec:
     cache: str
     train_subjects: list[str]
     val_subjects: list[str]
-    tracking: Tracking | None
-    run_id: str | None
     threads: int = 1
-    fail_once: str | None = None  # FAIL_ONCE_ENV plan
+    failure: InjectedFailure | None = None
 
 
 class RaySink:
-    """Per epoch: every rank calls `ray.train.report` (a barrier: all ranks must report equally
-    often), rank 0 with the checkpoint folder the session has just written; then rank 0 logs to
-    MLflow and prints a line. In that order, an interruption mostly loses at most an epoch's MLflow
-    metrics (`resumed` logs them then); only one that falls between a checkpoint's upload and Ray
-    Train's controller registering it leaves that epoch logged and trained again after the resume
-    (MLflow then holds both values at that step)."""
+    """Per epoch, every rank calls `ray.train.report` (a barrier: all ranks must report equally
+    often); rank 0 reports with the checkpoint folder the session has just written (and the
+    epoch's sample grid in it), and prints a line. Ray Train's controller registers the checkpoint,
+    then `logger.MlflowLogger` logs the report: MLflow never holds an epoch that a resume would
+    train again."""
 
     def __init__(self, spec: WorkerSpec, rank: int, checkpoint_dir: Path):
         self.spec, self.rank, self.checkpoint_dir = spec, rank, checkpoint_dir
-        self.tracking = spec.tracking if rank == 0 and spec.run_id else None
+        self.restored: Restored | None = None  # told to MLflow with the next report
 
     def __call__(self, result: EpochResult) -> None:
         import ray.train
 
-        report = {**result.metrics, "epoch": result.epoch, "score": result.score}
+        report = {**result.metrics, EPOCH: result.epoch, SCORE: result.score}
         if self.rank != 0:
             ray.train.report(report, checkpoint=None)
             return
+        self.print_line(result)
+        samples = self.checkpoint_dir / SAMPLES_FILE
+        samples.unlink(missing_ok=True)
+        if result.samples is not None:
+            samples.write_bytes(sample_grid_png(*result.samples, title=f"epoch {result.epoch}"))
+        if self.restored is not None:
+            report[RESUMED] = asdict(self.restored)
+            self.restored = None
         ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(self.checkpoint_dir))
-        self.log(result)
-        self.maybe_fail(result.epoch)
+        if self.spec.failure is not None:
+            self.spec.failure.maybe_happen(result.epoch)
 
     def resumed(self, restored: Restored) -> None:
         print(f"[mrisr-ray] resumed from the checkpoint of epoch {restored.epoch}", flush=True)
-        if self.tracking is None:
-            return
-        from mrisr_ray import runs, tracking
+        self.restored = restored
 
-        runs.mark_resumed(self.tracking, self.spec.run_id, restored.epoch, restored.generator_sha256)
-        logged = {m.step for m in self.tracking.client().get_metric_history(self.spec.run_id, "g_loss")}
-        if restored.metrics and restored.epoch not in logged:
-            metrics = {**restored.metrics, "epoch": restored.epoch}
-            tracking.log_metrics(self.tracking, self.spec.run_id, metrics, step=restored.epoch)
-
-    def log(self, result: EpochResult) -> None:
+    def print_line(self, result: EpochResult) -> None:
         m, epochs = result.metrics, self.spec.config.train.epochs
         val = f" val PSNR {m['val_psnr']:.2f} dB SSIM {m['val_ssim']:.4f}" if "val_psnr" in m else ""
         phase = " (L1 warm-up)" if result.warmup else f" d_loss {m['d_loss']:.4f}"
         print(f"[mrisr-ray] epoch {result.epoch}/{epochs} g_loss {m['g_loss']:.4f}{phase} "
               f"lr {m['lr']:.2e} {m['patches_per_s']:.0f} patches/s{val}", flush=True)
-        if self.tracking is None:
-            return
-        from mrisr_ray import tracking
-
-        tracking.log_metrics(self.tracking, self.spec.run_id, {**m, "epoch": result.epoch}, step=result.epoch)
-        if result.samples is not None:
-            png = sample_grid_png(*result.samples, title=f"epoch {result.epoch}")
-            tracking.log_bytes(self.tracking, self.spec.run_id, png,
-                               f"samples/epoch_{result.epoch:03d}.png")
-
-    def maybe_fail(self, epoch: int) -> None:
-        plan = self.spec.fail_once
-        if not plan:
-            return
-        at, marker, *mode = plan.split(":")
-        if int(at) != epoch or Path(marker).exists():
-            return
-        Path(marker).write_text(f"failed after epoch {epoch}\n")
-        if mode == ["kill"]:
-            threading.Timer(KILL_DELAY_S, os.kill, (os.getpid(), signal.SIGKILL)).start()
-            return
-        raise RuntimeError(f"injected failure after epoch {epoch} ({FAIL_ONCE_ENV})")
 
 
 def train_worker(loop_config: dict) -> dict:
@@ -137,4 +154,6 @@ def train_worker(loop_config: dict) -> dict:
         result = train_session(config, Cache.open(spec.cache), spec.train_subjects, spec.val_subjects,
                                ctx, checkpoint_dir, sink, wrap,
                                on_resume=sink.resumed if ctx.rank == 0 else None)
-    return {**asdict(result.best), "start_epoch": result.start_epoch, "epochs": config.train.epochs}
+    unreported = asdict(sink.restored) if sink.restored is not None else None
+    return {**asdict(result.best), "start_epoch": result.start_epoch, "epochs": config.train.epochs,
+            RESUMED: unreported}

@@ -59,7 +59,8 @@ class Plan:
             f"{self.concurrent} at a time",
             f"folds        {self.folds} per trial, one after another; ASHA may stop a trial after any",
             f"fits         at most {self.trials * self.folds} fold trainings of {self.epochs} epochs",
-            f"per trial    {self.resources.describe()} + {TRIAL_DRIVER_CPU} CPU for the trial driver",
+            f"per trial    {self.resources.describe()} + {TRIAL_DRIVER_CPU} CPU for the trial driver "
+            "(on the head node)",
             "search space " + "; ".join(d.describe() for d in self.space.dimensions),
         ]
 

@@ -21,7 +21,7 @@ from mrisr_ray.data.cache import Cache, file_sha256
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.models.vgg import with_resolved_weights
 from mrisr_ray.progress import Target, Watch, no_watch
-from mrisr_ray.ray_runtime import check_cluster_request, check_local_request, ensure_ray
+from mrisr_ray.ray_runtime import HEAD_RESOURCE, check_cluster_request, check_local_request, ensure_ray
 from mrisr_ray.runs import TrialState
 from mrisr_ray.tuning.outcomes import StudyResult, finish_study, outcomes_of
 from mrisr_ray.tuning.plan import TRIAL_DRIVER_CPU, Plan, StudyRequest, make_plan
@@ -59,18 +59,6 @@ class CVOptunaSearch:
 def study_paths(request: StudyRequest, name: str) -> tuple[Path, Path]:
     """(Tune experiment folder, Optuna SQLite file)."""
     return request.workdir.ray_storage / "tune" / name, request.workdir.optuna_db
-
-
-def check_resources(plan: Plan) -> None:
-    """Refuse, before launch, what the cluster cannot give one trial (it would hang)."""
-    import ray
-
-    resources = plan.resources
-    check_cluster_request(resources)
-    total_cpu = ray.cluster_resources().get("CPU", 0)
-    if resources.cpus + TRIAL_DRIVER_CPU > total_cpu:
-        raise UserInputError(f"one trial needs {resources.cpus:g} CPUs for its workers plus "
-                             f"{TRIAL_DRIVER_CPU} for its driver; the Ray cluster has {total_cpu:g}")
 
 
 def check_resumable(study: Run, request: StudyRequest, plan: Plan, cache: Cache) -> None:
@@ -121,6 +109,7 @@ def study_run(request: StudyRequest, plan: Plan, cache: Cache, existing: Run | N
                                     "concurrent": plan.concurrent, "epochs": plan.epochs,
                                     "workers_per_trial": plan.resources.workers,
                                     "gpus_per_worker": plan.resources.gpus_per_worker})
+    tracking.set_tags(t, run_id, {runs.RAY_STORAGE: str(request.workdir.ray_storage)})
     tracking.log_file(t, run_id, plan.space.path, "search_space")
     tracking.log_file(t, run_id, cache.path / runs.SPLITS_ARTIFACT)
     return run_id
@@ -183,16 +172,18 @@ def run_study(request: StudyRequest, watch: Watch = no_watch) -> StudyResult:
     plan = make_plan(request, cache)
     experiment_path, optuna_db = study_paths(request, plan.name)
     if request.resume and not experiment_path.is_dir():
-        raise UserInputError(f"--resume: no study named {plan.name!r} under {experiment_path.parent}")
+        raise UserInputError(f"--resume: no study named {plan.name!r} under {experiment_path.parent} "
+                             "(give the --storage-path it ran with)")
     if request.address is None:
-        check_local_request(plan.resources)
+        check_local_request(plan.resources, "--gpus-per-worker")
     # Missing VGG weights stop here, with the instructions, not in every trial.
     config = with_resolved_weights(request.config, request.vgg_weights)
     existing = existing_study(request, plan, cache)
     if existing is not None and "folds" in existing.data.params:  # a resumed study keeps its folds
         plan = replace(plan, folds=int(existing.data.params["folds"]))
     ensure_ray(request.address)
-    check_resources(plan)
+    # Refused before launch: a trial that the cluster cannot place would wait forever.
+    check_cluster_request(plan.resources, head_cpus=TRIAL_DRIVER_CPU)
     started = time.time()
     run_id = study_run(request, plan, cache, existing)
     t = request.tracking
@@ -201,7 +192,10 @@ def run_study(request: StudyRequest, watch: Watch = no_watch) -> StudyResult:
                      study_run_id=run_id, resources=plan.resources)
     defaults = plan.space.defaults(request.config)
     metric = f"{request.metric}_mean"
-    trainable = tune.with_resources(tune.with_parameters(cv_trial, spec=spec), {"cpu": TRIAL_DRIVER_CPU})
+    # Trial drivers run on the head node, and so do their folds' Ray Train controllers, which log
+    # to MLflow (train/logger.py): the tracking store need only be reachable there.
+    driver = tune.PlacementGroupFactory([{"CPU": TRIAL_DRIVER_CPU, HEAD_RESOURCE: 0.001}])
+    trainable = tune.with_resources(tune.with_parameters(cv_trial, spec=spec), driver)
     try:
         if request.resume:
             tuner = tune.Tuner.restore(str(experiment_path), trainable, resume_unfinished=True,

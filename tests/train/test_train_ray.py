@@ -57,6 +57,31 @@ def test_two_worker_gloo_run_logs_metrics_and_artifacts(ray_session, tiny_synthe
     assert generator.data.keep == 0.5 and generator.data.origin == "synthetic"
 
 
+def test_workers_cannot_reach_mlflow_and_the_controller_logs_for_them(ray_session, tmp_path):
+    """The runs above logged every metric and sample grid with this worker environment: under it,
+    a worker's MLflow call fails (so nothing they logged came from a worker)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from mrisr_ray.train.logger import WORKER_RUNTIME_ENV
+
+    store = Tracking.for_workdir(Workdir(tmp_path / "work"))
+
+    def call_mlflow(_config: dict) -> str:
+        try:
+            store.client()
+        except RuntimeError as exc:
+            return str(exc)
+        return "reached MLflow"
+
+    run_config = ray.train.RunConfig(name="no-tracking", storage_path=str(tmp_path / "ray"),
+                                     worker_runtime_env=WORKER_RUNTIME_ENV)
+    result = TorchTrainer(call_mlflow, train_loop_config={},
+                          scaling_config=ray.train.ScalingConfig(num_workers=1), run_config=run_config).fit()
+    assert result.return_value.startswith("no MLflow calls in this process"), result.return_value
+    store.client()  # the driver (where the controller's callback runs too) reaches it
+
+
 def test_killed_run_resumes_from_its_epoch_1_checkpoint(ray_session, tiny_synthetic_cache, tmp_path,
                                                         monkeypatch):
     monkeypatch.setenv(FAIL_ONCE_ENV, f"1:{tmp_path / 'killed'}")

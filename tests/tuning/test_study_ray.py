@@ -146,8 +146,9 @@ def test_interrupted_study_resumes_without_training_a_fold_twice(tiny_synthetic_
     snapshot = json.loads((fold1_folder / "checkpoint_manager_snapshot.json").read_text())
     checkpoint_epoch = snapshot["latest_checkpoint_result"]["metrics"]["epoch"]
     assert checkpoint_epoch in (newest, newest - 1) and checkpoint_epoch < epochs  # interrupted mid-fold
-    # The checkpoint is reported before the epoch is logged: MLflow may lag it by one epoch.
-    assert metric_steps(t, fold1.info.run_id)[-1:] in ([newest], [newest - 1], [])
+    # An epoch is logged once Ray registered its checkpoint (train/logger.py): MLflow may lag it by
+    # an epoch (the resume logs that one), never lead the checkpoint a restart continues from.
+    assert metric_steps(t, fold1.info.run_id)[-1:] in ([checkpoint_epoch], [checkpoint_epoch - 1], [])
 
     # --resume continues the same study only.
     other_space = tmp_path / "other-space.yaml"
@@ -174,13 +175,9 @@ def test_interrupted_study_resumes_without_training_a_fold_twice(tiny_synthetic_
     assert set(after) == {0, 1}  # no fold run was made twice
     assert after[0].info.end_time == fold0.info.end_time  # the finished fold was not touched
     assert metric_steps(t, fold0.info.run_id) == list(range(1, epochs + 1))
-    assert int(after[1].data.tags["resumed_from_epoch"]) == checkpoint_epoch  # its last checkpoint…
-    # …no epoch lost; one is logged twice only if the interrupt fell between its checkpoint's upload
-    # and Ray registering it (it is trained again after the resume).
-    steps = metric_steps(t, fold1.info.run_id)
-    repeated = sorted({step for step in steps if steps.count(step) > 1})
-    assert sorted(set(steps)) == list(range(1, epochs + 1)) and repeated in ([], [newest])
-    assert not repeated or newest == checkpoint_epoch + 1
+    assert int(after[1].data.tags["resumed_from_epoch"]) == checkpoint_epoch  # its last checkpoint
+    # No epoch lost, none logged twice (an epoch trained again after the resume was never logged).
+    assert metric_steps(t, fold1.info.run_id) == list(range(1, epochs + 1))
     assert after[1].info.status == "FINISHED"
     study = optuna.load_study(study_name="paused", storage=f"sqlite:///{tmp_path / 'w' / 'optuna.db'}")
     assert len(study.trials) == 1 and all(tr.state.is_finished() for tr in study.trials)

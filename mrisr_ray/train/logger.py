@@ -1,0 +1,58 @@
+"""MLflow logging of a training run from Ray Train's controller, never from its workers.
+
+Ray Train V2 starts a run's controller beside the process that called `fit()`: the `train`
+driver, or a study's trial driver, which `tuning/study.py` pins to the head node. So only the
+head talks to MLflow, and a tracking server bound to the head's 127.0.0.1 serves every run of a
+cluster. Workers report their metrics (rank 0's are logged) and put the epoch's sample grid in
+the checkpoint folder; the controller calls `after_report` once Ray has registered the checkpoint,
+so an epoch is in MLflow only when a resume would continue after it. Workers get
+`NO_TRACKING_ENV`, which makes any MLflow call there fail loudly (`tracking.Tracking.client`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ray.train
+
+from mrisr_ray import runs, tracking
+from mrisr_ray.tracking import NO_TRACKING_ENV, Tracking
+from mrisr_ray.train.worker import EPOCH, RESUMED, SAMPLES_FILE, SCORE
+
+WORKER_RUNTIME_ENV = {"env_vars": {NO_TRACKING_ENV: "Ray Train workers report to the controller"}}
+
+
+class MlflowLogger(ray.train.UserCallback):
+    """Logs rank 0's report of every epoch (metrics at step = epoch, the sample grid as
+    `samples/epoch_EEE.png`) and, once, which checkpoint a resumed run continued from."""
+
+    def __init__(self, tracking_store: Tracking, run_id: str):
+        self.tracking, self.run_id = tracking_store, run_id
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
+                     checkpoint: ray.train.Checkpoint | None) -> None:
+        report = dict(metrics[0])
+        epoch = int(report.pop(EPOCH))
+        report.pop(SCORE, None)
+        resumed = report.pop(RESUMED, None)
+        if resumed is not None:
+            log_resumed(self.tracking, self.run_id, resumed)
+        tracking.log_metrics(self.tracking, self.run_id, {**report, EPOCH: epoch}, step=epoch)
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as folder:
+            samples = Path(folder) / SAMPLES_FILE
+            if samples.is_file():
+                tracking.log_bytes(self.tracking, self.run_id, samples.read_bytes(),
+                                   f"samples/epoch_{epoch:03d}.png")
+
+
+def log_resumed(t: Tracking, run_id: str, restored: dict[str, Any]) -> None:
+    """Tag the checkpoint a run continued from (`checkpoint.Restored` as a dict) and log that
+    epoch's metrics if an interruption came between its checkpoint and its logging."""
+    epoch = int(restored["epoch"])
+    runs.mark_resumed(t, run_id, epoch, restored["generator_sha256"])
+    logged = {m.step for m in t.client().get_metric_history(run_id, "g_loss")}
+    if restored["metrics"] and epoch not in logged:
+        tracking.log_metrics(t, run_id, {**restored["metrics"], EPOCH: epoch}, step=epoch)
