@@ -143,7 +143,7 @@ SetOption = Annotated[
 ]
 EpochsOption = Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=E.")]
 AddressOption = Annotated[str | None, typer.Option(help="Join a running Ray cluster (default: local).")]
-StorageOption = Annotated[Path | None, typer.Option(
+StorageOption = Annotated[str | None, typer.Option(
     help="Folder for Ray's checkpoints and Tune results; on a cluster one every node mounts "
     "(default <workdir>/ray).")]
 WorkerResourceOption = Annotated[str | None, typer.Option(
@@ -245,6 +245,8 @@ def tune(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the study --name (train's --resume "
                                          "takes a run id instead).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
+    max_failures: Annotated[int, typer.Option(
+        help="Restarts of each fold from its last checkpoint (e.g. spot nodes reclaimed).")] = 1,
     address: AddressOption = None,
     storage_path: StorageOption = None,
     worker_resource: WorkerResourceOption = None,
@@ -279,7 +281,8 @@ def tune(
         concurrent=concurrent, resources=Resources(workers=workers, cpus_per_worker=cpus_per_worker,
                                                    gpus_per_worker=gpus_per_worker,
                                                    worker_resource=worker_resource),
-        metric=metric, name=name, resume=resume, address=address, seed=seed, vgg_weights=vgg_weights)
+        metric=metric, name=name, resume=resume, address=address, seed=seed, vgg_weights=vgg_weights,
+        max_failures=max_failures)
     if dry_run:
         plan = make_plan(request, Cache.open(data))
         typer.echo("\n".join(plan.lines()))

@@ -86,6 +86,7 @@ def test_tune_uses_all_of_the_caches_folds_by_default(tiny_synthetic_cache, tmp_
     (["--metric", "mae"], ["--metric must be psnr or ssim"]),
     (["--worker-resource", "fold_node"], ["--worker-resource fold_node places workers", "--address"]),
     (["--storage-path", "s3://bucket/ray"], ["--storage-path s3://bucket/ray", "not a URI"]),
+    (["--max-failures", "-1"], ["--max-failures must be 0 or more"]),
 ])
 def test_tune_bad_input_stops_before_launch(tiny_synthetic_cache, tmp_path, extra, fragments):
     assert_one_line_error(run_cli(*tune_args(tiny_synthetic_cache, tmp_path, *extra)), *fragments)

@@ -24,7 +24,15 @@ def test_cluster_yaml_passes_rays_validator():
     assert config["head_node_type"] in config["available_node_types"]
     assert "2.60.0" in config["docker"]["image"]
     assert any("pip install -q -e /home/ray/mrisr-ray" in c for c in config["setup_commands"])
-    assert any("127.0.0.1" in c for c in config["head_setup_commands"])  # MLflow not exposed
+    # MLflow: `mrisr-ray ui` (always on 127.0.0.1) on the head's own disk; the dashboard on loopback.
+    (ui,) = [c for c in config["head_setup_commands"] if "mrisr-ray ui" in c]
+    assert "--workdir /home/ray/" in ui and "/shared" not in ui and "--host" not in ui
+    assert "--dashboard-host=127.0.0.1" in config["head_start_ray_commands"][-1]
+    # Ray token auth on every node, the token copied from the user's machine, never written here.
+    assert config["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
+    starts = config["head_start_ray_commands"][-1] + config["worker_start_ray_commands"][-1]
+    assert starts.count("RAY_AUTH_MODE=token") == 2 and "RAY_AUTH_TOKEN=" not in yaml.safe_dump(config)
+    assert config["available_node_types"]["gpu_worker"]["resources"]["GPU"] == 1  # checked by `tune`
 
 
 def test_validator_catches_mistakes():

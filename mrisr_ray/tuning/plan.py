@@ -39,6 +39,7 @@ class StudyRequest:
     experiment: str = tracking.DEFAULT_EXPERIMENT
     sampler: str = "tpe"  # tpe | random (the baseline of benchmarks/hpo_efficiency.py)
     pruning: bool = True  # ASHA over folds; False runs every trial on all folds
+    max_failures: int = 1  # restarts of a fold from its last checkpoint (a lost node, a crash)
 
 
 @dataclass
@@ -76,6 +77,8 @@ def make_plan(request: StudyRequest, cache: Cache) -> Plan:
         raise UserInputError(f"--folds {folds}: {cache.path / 'splits.json'} has {available} folds")
     if request.trials < 1 or request.concurrent < 1 or resources.workers < 1:
         raise UserInputError("--trials, --concurrent and --workers must be at least 1")
+    if request.max_failures < 0:
+        raise UserInputError(f"--max-failures must be 0 or more, got {request.max_failures}")
     if 0 < resources.gpus_per_worker < 1 and resources.workers > 1:
         raise UserInputError("fractional --gpus-per-worker needs --workers 1 (DDP refuses "
                              "two ranks on one GPU)")

@@ -189,7 +189,7 @@ def run_study(request: StudyRequest, watch: Watch = no_watch) -> StudyResult:
     t = request.tracking
     spec = StudySpec(name=plan.name, config=config, cache=cache.path, folds=plan.folds,
                      workdir=request.workdir, tracking=t, experiment=request.experiment,
-                     study_run_id=run_id, resources=plan.resources)
+                     study_run_id=run_id, resources=plan.resources, max_failures=request.max_failures)
     defaults = plan.space.defaults(request.config)
     metric = f"{request.metric}_mean"
     # Trial drivers run on the head node, and so do their folds' Ray Train controllers, which log

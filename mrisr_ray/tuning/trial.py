@@ -40,6 +40,7 @@ class StudySpec:
     experiment: str
     study_run_id: str
     resources: Resources  # of each fold training
+    max_failures: int = 1  # of each fold training
 
 
 def fold_scores(values: dict[int, tuple[float, float]]) -> dict[str, float]:
@@ -108,7 +109,7 @@ def cv_trial(params: dict, spec: StudySpec) -> None:
                 config=config, cache=spec.cache, workdir=spec.workdir, tracking=t, fold=k,
                 resources=spec.resources, device="cuda" if spec.resources.use_gpu else "cpu",
                 experiment=spec.experiment, resume_run_id=previous.info.run_id if previous else None,
-                check_local=False, kind=RunKind.FOLD, trial=trial))
+                check_local=False, kind=RunKind.FOLD, trial=trial, max_failures=spec.max_failures))
             remove_checkpoints(result.storage)
             scores[k] = (result.best_psnr, result.best_ssim)
             tracking.log_metrics(t, run_id, {"fold_psnr": result.best_psnr,
