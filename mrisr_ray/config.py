@@ -60,6 +60,7 @@ class TrainConfig:
     amp_on_cpu: bool = False
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the generator(s) and VGG (not the critics)
+    fused_adam: bool = True  # one fused kernel per optimizer step on CUDA (the same Adam math)
     deterministic: bool = False  # torch deterministic algorithms (slower)
     max_patches_per_epoch: int | None = None  # cap an epoch (smoke runs, demo); None = all
     val_max_slices: int | None = None  # cap validation slices per subject; None = all kept

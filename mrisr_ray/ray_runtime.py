@@ -22,6 +22,9 @@ QUIET_RAY = {
 }
 
 
+# Set in processes that must not reach MLflow (Ray Train workers: they may run on nodes where
+# the head's tracking server is not reachable; `train/logger.py` logs for them). Its value says why.
+NO_TRACKING_ENV = "MRISR_RAY_NO_TRACKING"
 HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has one unit of it
 # The autoscaling config that `ray up` leaves on the head (override: AUTOSCALING_CONFIG_ENV).
 AUTOSCALING_CONFIG_ENV = "MRISR_RAY_AUTOSCALING_CONFIG"
@@ -77,25 +80,35 @@ class NodeType:
 
 
 def node_types() -> list[NodeType]:
-    """Every node alive now, and the node types the cluster's autoscaler can still start: those
-    Ray's GCS publishes (autoscaler v2, KubeRay), else those of the autoscaling config on this
-    machine (`ray up` puts it on the head, where `tune` runs)."""
+    """What the cluster can grow to: with an autoscaler, the head node and the worker node types
+    it can start (their counts include those already up), published by Ray's GCS (autoscaler v2,
+    KubeRay) or read from the autoscaling config on this machine (`ray up` leaves it on the head,
+    where `tune` runs); without one, the nodes alive now."""
     import ray
+
+    # Ray's private state API, as Ray Train 2.60 itself reads it for the same check
+    # (worker_group.py: InsufficientClusterResourcesError); re-check on a Ray upgrade.
     from ray._private.state import state
 
-    alive = [NodeType(f"node {node['NodeID'][:8]}", dict(node["Resources"]), 1)
-             for node in ray.nodes() if node["Alive"]]
+    alive = [NodeType("head" if HEAD_RESOURCE in node["Resources"] else f"node {node['NodeID'][:8]}",
+                      dict(node["Resources"]), 1) for node in ray.nodes() if node["Alive"]]
     published = state.get_cluster_config()
     if published is not None and published.node_group_configs:
-        return alive + [NodeType(group.name, dict(group.resources),
-                                 None if group.max_count == -1 else group.max_count)
-                        for group in published.node_group_configs]
-    return alive + autoscaling_config_types(Path(os.environ.get(AUTOSCALING_CONFIG_ENV,
-                                                                DEFAULT_AUTOSCALING_CONFIG)).expanduser())
+        types = [NodeType(group.name, dict(group.resources),
+                          None if group.max_count == -1 else group.max_count)
+                 for group in published.node_group_configs]
+    else:
+        types = autoscaling_config_types(Path(os.environ.get(AUTOSCALING_CONFIG_ENV,
+                                                             DEFAULT_AUTOSCALING_CONFIG)).expanduser())
+    if not types:
+        return alive
+    return [node for node in alive if node.name == "head"] + types
 
 
 def autoscaling_config_types(path: Path) -> list[NodeType]:
-    """The worker node types of a Ray autoscaling config (cluster.yaml as `ray up` completes it)."""
+    """The worker node types of a Ray autoscaling config (cluster.yaml as `ray up` completes it).
+    Each is capped by the config's `max_workers` too, which caps all worker types together: with
+    several types the sum is an upper bound, so a request is never refused wrongly."""
     if not path.is_file():
         return []
     config = yaml.safe_load(path.read_text()) or {}
@@ -119,17 +132,17 @@ def check_cluster_request(resources: Resources, head_cpus: float = 0.0) -> None:
     types = node_types()
     bundle, total = resources.per_worker(), resources.total()
     total["CPU"] = total.get("CPU", 0) + head_cpus
+    driver = f" + {head_cpus:g} CPU for the trial driver" if head_cpus else ""
     if not any(fits(bundle, t.resources) for t in types if t.count != 0):
         raise UserInputError(f"no node of the Ray cluster, and no node type its autoscaler can start, "
                              f"has {show(bundle)} for one worker (it has {describe_types(types)})")
     for name, needed in total.items():
-        reachable = sum(t.resources.get(name, 0) * (float("inf") if t.count is None else t.count)
-                        for t in types)
+        reachable = sum(t.resources[name] * (float("inf") if t.count is None else t.count)
+                        for t in types if t.resources.get(name, 0) > 0)
         if needed > reachable:
             raise UserInputError(f"the Ray cluster can have at most {reachable:g} {name} (nodes now and "
-                                 f"those its autoscaler can start); {resources.describe()}"
-                                  f"{f' + {head_cpus:g} CPU for the trial driver' if head_cpus else ''} "
-                                  f"needs {needed:g}")
+                                 f"those its autoscaler can start); {resources.describe()}{driver} "
+                                 f"needs {needed:g}")
     head = next((n for n in ray.nodes() if n["Alive"] and HEAD_RESOURCE in n["Resources"]), None)
     if head_cpus and head is not None and head["Resources"].get("CPU", 0) < head_cpus:
         raise UserInputError(f"the Ray head node has {head['Resources'].get('CPU', 0):g} CPUs; each "

@@ -58,11 +58,12 @@ class GanSteps:
 
     def make_optimizers(self) -> None:
         """New Adam optimizers (at construction, and when the adversarial phase begins)."""
-        lr, betas = self.config.train.lr, self.config.train.betas
+        train = self.config.train
+        fused = train.fused_adam and self.device.type == "cuda"
         self.opt_g = torch.optim.Adam([p for g in self.generators.values() for p in g.parameters()],
-                                      lr=lr, betas=betas)
+                                      lr=train.lr, betas=train.betas, fused=fused)
         self.opt_d = torch.optim.Adam([p for d in self.critics.values() for p in d.parameters()],
-                                      lr=lr, betas=betas)
+                                      lr=train.lr, betas=train.betas, fused=fused)
 
     def set_lr(self, lr: float) -> None:
         for optimizer in (self.opt_g, self.opt_d):

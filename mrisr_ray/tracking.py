@@ -22,6 +22,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from mrisr_ray.ray_runtime import NO_TRACKING_ENV
 from mrisr_ray.workdir import Workdir, ensure_folder
 
 DEFAULT_EXPERIMENT = "mrisr-ray"
@@ -34,9 +35,6 @@ EXPERIMENT_KIND = "custom_model_development"
 # A view of the runs table (columns, sort) that the UI opens from `?viewStateShareKey=KEY` when
 # the experiment has the tag `mlflow.sharedViewState.KEY` holding it as JSON (MLflow's "share view").
 SHARED_VIEW_TAG, SHARED_VIEW_PARAMETER, VIEW_KEY = "mlflow.sharedViewState.", "viewStateShareKey", "mrisr-ray"
-# Set in processes that must not reach MLflow (Ray Train workers: they may run on nodes where
-# the head's tracking server is not reachable; `train/logger.py` logs for them). Its value says why.
-NO_TRACKING_ENV = "MRISR_RAY_NO_TRACKING"
 
 
 def sqlite_file(uri: str) -> Path | None:

@@ -33,6 +33,7 @@ def test_cluster_yaml_passes_rays_validator():
     starts = config["head_start_ray_commands"][-1] + config["worker_start_ray_commands"][-1]
     assert starts.count("RAY_AUTH_MODE=token") == 2 and "RAY_AUTH_TOKEN=" not in yaml.safe_dump(config)
     assert config["available_node_types"]["gpu_worker"]["resources"]["GPU"] == 1  # checked by `tune`
+    assert "-v /shared:/shared" in config["docker"]["run_options"]  # the host's EFS mount, in the container
 
 
 def test_validator_catches_mistakes():
@@ -48,14 +49,17 @@ def test_validator_catches_mistakes():
 
 @pytest.mark.ray
 def test_requests_count_the_nodes_the_autoscaler_can_start(ray_session, monkeypatch, tmp_path):
-    """The local test cluster has 4 CPUs and no GPU; cluster.yaml's autoscaler can add up to four
-    1-GPU nodes (`gpu_worker`, min_workers 0), so GPU requests wait for it instead of failing."""
+    """The local test cluster has no GPU; cluster.yaml's autoscaler can add up to four 1-GPU
+    nodes (`gpu_worker`, min_workers 0), so GPU requests wait for it instead of failing."""
+    import ray
+
+    cpus = int(ray.cluster_resources()["CPU"])
     monkeypatch.setenv(AUTOSCALING_CONFIG_ENV, str(tmp_path / "no-autoscaler.yaml"))
     with pytest.raises(UserInputError, match=r"autoscaler can start, has \{CPU: 1, GPU: 1\}"):
         check_cluster_request(Resources(gpus_per_worker=1.0))
-    with pytest.raises(UserInputError, match=r"at most 4 CPU .*\+ 0\.1 CPU for the trial driver needs 4\.1"):
-        check_cluster_request(Resources(workers=4), head_cpus=0.1)  # the driver takes a worker's CPU
-    check_cluster_request(Resources(workers=3), head_cpus=0.1)
+    with pytest.raises(UserInputError, match=rf"at most {cpus} CPU .*\+ 0\.1 CPU for the trial driver"):
+        check_cluster_request(Resources(workers=cpus), head_cpus=0.1)  # the driver takes a worker's CPU
+    check_cluster_request(Resources(workers=cpus - 1), head_cpus=0.1)
 
     monkeypatch.setenv(AUTOSCALING_CONFIG_ENV, str(REPO / "cluster.yaml"))
     check_cluster_request(Resources(workers=4, gpus_per_worker=1.0), head_cpus=0.1)

@@ -11,15 +11,20 @@ so an epoch is in MLflow only when a resume would continue after it. Workers get
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import ray.train
 
 from mrisr_ray import runs, tracking
-from mrisr_ray.tracking import NO_TRACKING_ENV, Tracking
+from mrisr_ray.errors import describe
+from mrisr_ray.ray_runtime import NO_TRACKING_ENV
+from mrisr_ray.tracking import Tracking
 from mrisr_ray.train.worker import EPOCH, RESUMED, SAMPLES_FILE, SCORE
 
+RETRIES = 4
 WORKER_RUNTIME_ENV = {"env_vars": {NO_TRACKING_ENV: "Ray Train workers report to the controller"}}
 
 
@@ -32,20 +37,34 @@ class MlflowLogger(ray.train.UserCallback):
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
                      checkpoint: ray.train.Checkpoint | None) -> None:
+        t, run_id = self.tracking, self.run_id
         report = dict(metrics[0])
         epoch = int(report.pop(EPOCH))
         report.pop(SCORE, None)
         resumed = report.pop(RESUMED, None)
         if resumed is not None:
-            log_resumed(self.tracking, self.run_id, resumed)
-        tracking.log_metrics(self.tracking, self.run_id, {**report, EPOCH: epoch}, step=epoch)
+            retried(log_resumed, t, run_id, resumed)
+        retried(tracking.log_metrics, t, run_id, {**report, EPOCH: epoch}, step=epoch)
         if checkpoint is None:
             return
         with checkpoint.as_directory() as folder:
             samples = Path(folder) / SAMPLES_FILE
             if samples.is_file():
-                tracking.log_bytes(self.tracking, self.run_id, samples.read_bytes(),
-                                   f"samples/epoch_{epoch:03d}.png")
+                retried(tracking.log_bytes, t, run_id, samples.read_bytes(), f"samples/epoch_{epoch:03d}.png")
+
+
+def retried(call: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    """`call`, tried again after 1, 2 and 4 s if it raises: an exception in a Train callback ends
+    the run outright (Ray Train does not retry controller errors), and a store can be briefly
+    busy (SQLite locked while another fold's controller writes)."""
+    for attempt in range(RETRIES):
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:  # MLflow raises its own and the database driver's types
+            if attempt == RETRIES - 1:
+                raise
+            print(f"[mrisr-ray] MLflow logging failed ({describe(exc)}); retrying", flush=True)
+            time.sleep(2**attempt)
 
 
 def log_resumed(t: Tracking, run_id: str, restored: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from mrisr_ray.config import Config
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.plotting import sample_grid_png
+from mrisr_ray.ray_runtime import NO_TRACKING_ENV
 from mrisr_ray.train.checkpoint import Restored
 from mrisr_ray.train.loop import EpochResult, LoopContext
 from mrisr_ray.train.session import train_session
@@ -28,11 +29,11 @@ from mrisr_ray.train.session import train_session
 EPOCH, SCORE, RESUMED = "epoch", "score", "resumed_from"
 SAMPLES_FILE = "samples.png"  # in the checkpoint folder of an epoch that drew its sample grid
 
-# Testing aid for recovery, read by the driver: "EPOCH:MARKER[:MODE[:FOLD]]" makes rank 0, right
-# after epoch EPOCH's report, raise (MODE raise, the default), SIGKILL its own process a moment
-# later, in the next epoch (kill: a lost process), or sleep until something kills it (pause: the
-# test then takes the node down). FOLD limits it to that fold's training. The MARKER file records
-# that it happened, so a restarted run goes on.
+# Testing aid for recovery, read by the driver: "EPOCH:MARKER[:MODE[:FOLD]]" makes rank 0, once
+# Ray Train has registered epoch EPOCH's checkpoint, raise (MODE raise, the default), SIGKILL its
+# own process a moment later, in the next epoch (kill: a lost process), or sleep until something
+# kills it (pause: the test then takes the node down). FOLD limits it to that fold's training.
+# The MARKER file records that it happened, so a restarted run goes on.
 FAIL_ONCE_ENV = "MRISR_RAY_FAIL_ONCE"
 FAILURE_MODES = ("raise", "kill", "pause")
 KILL_DELAY_S = 0.3
@@ -59,8 +60,14 @@ class InjectedFailure:
         return failure if failure.fold is None or failure.fold == fold else None
 
     def maybe_happen(self, epoch: int) -> None:
+        """Called by rank 0 right after epoch `epoch`'s report."""
         if epoch != self.epoch or self.marker.exists():
             return
+        import ray.train
+
+        # Wait until Ray Train has registered the report's checkpoint, so a restart continues
+        # from this epoch however busy the machine (the controller polls its workers).
+        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
         self.marker.write_text(f"{self.mode} after epoch {epoch} (pid {os.getpid()})\n")
         if self.mode == "kill":
             threading.Timer(KILL_DELAY_S, os.kill, (os.getpid(), signal.SIGKILL)).start()
@@ -130,6 +137,8 @@ def train_worker(loop_config: dict) -> dict:
     import ray.train
     import ray.train.torch
 
+    if not os.environ.get(NO_TRACKING_ENV):  # the guarantee the head's MLflow logging rests on
+        raise RuntimeError(f"Ray Train workers run with {NO_TRACKING_ENV} set (train/logger.py)")
     spec: WorkerSpec = loop_config["spec"]
     config = spec.config
     context = ray.train.get_context()

@@ -170,15 +170,18 @@ def run_study(request: StudyRequest, watch: Watch = no_watch) -> StudyResult:
 
     cache = Cache.open(request.cache)
     plan = make_plan(request, cache)
+    existing = existing_study(request, plan, cache)
+    if existing is not None and request.workdir.storage is None and runs.RAY_STORAGE in existing.data.tags:
+        # A resumed study keeps its Ray storage unless --storage-path moves it.
+        storage = Path(existing.data.tags[runs.RAY_STORAGE])
+        request = replace(request, workdir=replace(request.workdir, storage=storage))
     experiment_path, optuna_db = study_paths(request, plan.name)
     if request.resume and not experiment_path.is_dir():
-        raise UserInputError(f"--resume: no study named {plan.name!r} under {experiment_path.parent} "
-                             "(give the --storage-path it ran with)")
+        raise UserInputError(f"--resume: no study named {plan.name!r} under {experiment_path.parent}")
     if request.address is None:
         check_local_request(plan.resources, "--gpus-per-worker")
     # Missing VGG weights stop here, with the instructions, not in every trial.
     config = with_resolved_weights(request.config, request.vgg_weights)
-    existing = existing_study(request, plan, cache)
     if existing is not None and "folds" in existing.data.params:  # a resumed study keeps its folds
         plan = replace(plan, folds=int(existing.data.params["folds"]))
     ensure_ray(request.address)

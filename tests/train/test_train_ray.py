@@ -58,8 +58,9 @@ def test_two_worker_gloo_run_logs_metrics_and_artifacts(ray_session, tiny_synthe
 
 
 def test_workers_cannot_reach_mlflow_and_the_controller_logs_for_them(ray_session, tmp_path):
-    """The runs above logged every metric and sample grid with this worker environment: under it,
-    a worker's MLflow call fails (so nothing they logged came from a worker)."""
+    """The runs above logged every metric and sample grid, and `train_worker` refuses to run
+    without this worker environment; under it a worker's MLflow call fails, so everything they
+    logged came from the controller (train/logger.py)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 

@@ -21,6 +21,7 @@ import optuna
 import pytest
 from helpers import TINY_RUN
 
+from mrisr_ray.ray_runtime import NO_TRACKING_ENV
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.train.worker import FAIL_ONCE_ENV
 from mrisr_ray.workdir import Workdir
@@ -104,6 +105,7 @@ def short_tmp() -> Path:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.timeout(1500)
 def test_study_survives_losing_its_fold_node_and_its_driver(tiny_synthetic_cache, tmp_path, short_tmp):
     gcs, dashboard, client, agent_head, agent_second = free_ports(5)
     address = f"127.0.0.1:{gcs}"
@@ -114,6 +116,8 @@ def test_study_survives_losing_its_fold_node_and_its_driver(tiny_synthetic_cache
     head_args = ["--head", f"--port={gcs}", "--num-cpus=1", f"--temp-dir={short_tmp / 'head'}",
                  f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
                  f"--dashboard-agent-listen-port={agent_head}"]
+    # The second node's processes cannot reach MLflow at all: only the head logs.
+    second_env = {**env, NO_TRACKING_ENV: "the second node of the two-node test"}
     second_args = [f"--address={address}", "--num-cpus=1", f"--resources={{\"{FOLD_RESOURCE}\": 1}}",
                    f"--temp-dir={short_tmp / 'second'}", f"--dashboard-agent-listen-port={agent_second}"]
     workdir, storage = tmp_path / "work", tmp_path / "shared-storage"
@@ -129,7 +133,7 @@ def test_study_survives_losing_its_fold_node_and_its_driver(tiny_synthetic_cache
     started: list[Started] = []
     try:
         started.append(start_node(head_args, env, tmp_path / "head.log"))
-        second = start_node(second_args, env, tmp_path / "second.log")
+        second = start_node(second_args, second_env, tmp_path / "second.log")
         started.append(second)
         driver = Started(tune, env, tmp_path / "tune-1.log")
         started.append(driver)
@@ -154,7 +158,7 @@ def test_study_survives_losing_its_fold_node_and_its_driver(tiny_synthetic_cache
         paused_pid = int(marker.read_text().split("pid ")[1].rstrip(")\n"))
         assert paused_pid in second.members()  # the fold ran on the second node
         second.kill()
-        started.append(start_node(second_args, env, tmp_path / "second-restarted.log"))
+        started.append(start_node(second_args, second_env, tmp_path / "second-restarted.log"))
 
         # 2. Trial 0 ends; the driver is killed while trial 1's fold 0 trains, then resumed.
         wait_for(lambda: logged(1, 0)[-1:] >= [1], "trial 1 fold 0 to log an epoch", timeout=420)
@@ -171,9 +175,9 @@ def test_study_survives_losing_its_fold_node_and_its_driver(tiny_synthetic_cache
     for trial_number, fold in [(0, 0), (0, 1), (1, 0)]:
         (run,) = fold_runs(trial_number, fold)  # one MLflow run per fold: none was started twice
         assert epochs_logged(run) == list(range(1, EPOCHS + 1)), (trial_number, fold)  # each once
-        assert run.info.status == "FINISHED"
-        if (trial_number, fold) != (0, 1):
-            assert run.data.tags["ray_storage_path"] == str(storage)
+        assert run.info.status == "FINISHED" and run.data.tags["ray_storage_path"] == str(storage)
+        samples = {a.path for a in t.client().list_artifacts(run.info.run_id, "samples")}
+        assert samples == {f"samples/epoch_{e:03d}.png" for e in range(1, EPOCHS + 1)}
     assert fold_runs(0, 0)[0].data.tags["resumed_from_epoch"] == "1"  # node lost after epoch 1
     assert "resumed_from_epoch" not in fold_runs(0, 1)[0].data.tags
     assert seen <= int(fold_runs(1, 0)[0].data.tags["resumed_from_epoch"]) < EPOCHS  # driver lost
