@@ -4,10 +4,11 @@ For each model at the paper configuration (64×64 patches, the config's batch si
 CPCE with VGG-19 to conv5_4, random weights: same compute as ImageNet's), one iteration is
 n_critic critic steps and one generator step. After `--warmup` iterations (cuDNN autotuning,
 torch.compile), `--steps` iterations are timed between device synchronisations. Recorded per
-variant: generator patches/s, FLOPs per patch (counted with torch's FlopCounterMode over one
-iteration: every dispatched convolution and matmul, the gradient penalty's double backward
-included, since its ops dispatch like any other), achieved TFLOP/s, MFU against the device's
-spec-sheet bf16 peak and against a large bf16 (CPU: fp32) matmul measured in the same run, peak
+variant: generator patches/s, FLOPs per patch (torch's FLOP formulas over every op one iteration
+dispatches: convolutions and matmuls, the gradient penalty's double backward included, since its
+ops dispatch like any other; elementwise ops, FFTs and norms are not counted), achieved TFLOP/s,
+MFU against the device's spec-sheet bf16 peak and against a large bf16 (CPU: fp32) matmul
+measured in the same run, peak
 memory, the warm-up's extra time (compilation), and the top kernels from torch.profiler.
 
 Beside the product (`mrisr_ray.steps`: `critic_step`, `generator_step`, losses summed on the
@@ -67,8 +68,9 @@ CUDA_LADDER = [FP32, Variant("+channels_last", channels_last=True),
 WITHOUT_BF16 = Variant("final - bf16", channels_last=True, fused_adam=True, compile=True)
 
 
-def paper_config(model: str, variant: Variant) -> Config:
-    return load_config(model, overrides=["loss.perceptual=random_vgg", *variant.overrides()])
+def paper_config(model: str, variant: Variant, overrides: tuple[str, ...] = ()) -> Config:
+    """The paper configuration (`overrides`: `--set` values, for other batch sizes or tiny nets)."""
+    return load_config(model, overrides=["loss.perceptual=random_vgg", *variant.overrides(), *overrides])
 
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
@@ -235,24 +237,43 @@ def timed(loop: Callable, batches: Iterator, device: torch.device, warmup: int,
 
 
 def flops_per_iteration(loop: Callable, batches: Iterator) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
+    """FLOPs of one iteration by torch's FLOP formulas (`flop_registry`: convolutions, matmuls,
+    attention) over every op dispatched. FlopCounterMode itself cannot be used: its module
+    tracker's hooks refuse the gradient penalty's `autograd.grad` on a leaf input."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
 
-    with FlopCounterMode(display=False) as counter:
+    class Count(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                Count.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with Count():
         loop(batches)
-    return counter.get_total_flops()
+    return Count.total
 
 
 def matmul_peak(device: torch.device) -> float:
-    """FLOP/s of a large matrix product on this device (bf16 on CUDA, fp32 on CPU)."""
-    n, dtype, reps = (8192, torch.bfloat16, 20) if device.type == "cuda" else (1024, torch.float32, 5)
+    """FLOP/s of a large matrix product on this device (bf16 on CUDA, fp32 on CPU), the best of
+    three timings: what the device's dense math reaches in practice."""
+    n, dtype, reps = (8192, torch.bfloat16, 20) if device.type == "cuda" else (2048, torch.float32, 3)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
-    synchronize(device)
-    started = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    synchronize(device)
-    return 2 * n**3 * reps / (time.perf_counter() - started)
+    best = float("inf")
+    for _ in range(3):
+        synchronize(device)
+        started = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 * reps / best
 
 
 def spec_peak(device: torch.device) -> float | None:
@@ -265,15 +286,17 @@ def spec_peak(device: torch.device) -> float | None:
 def top_kernels(loop: Callable, batches: Iterator, device: torch.device, rows: int = 10) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
 
+    iterations = 3 if device.type == "cuda" else 1
+
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        for _ in range(3):
+        for _ in range(iterations):
             loop(batches)
         synchronize(device)
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr), reverse=True)
     total = sum(getattr(e, attr) for e in events) or 1
-    return [{"name": e.key[:80], "self_ms_per_iteration": round(getattr(e, attr) / 3 / 1000, 3),
+    return [{"name": e.key[:80], "self_ms_per_iteration": round(getattr(e, attr) / iterations / 1000, 3),
              "share": round(getattr(e, attr) / total, 3)} for e in events[:rows]]
 
 
@@ -304,8 +327,8 @@ def data_seconds_per_iteration(config: Config, device: torch.device, iterations:
 
 
 def measure(model: str, variant: Variant, device: torch.device, warmup: int, steps: int, plain: bool,
-            profile_kernels: bool) -> dict:
-    config = paper_config(model, variant)
+            profile_kernels: bool, overrides: tuple[str, ...] = ()) -> dict:
+    config = paper_config(model, variant, overrides)
     batches = device_batches(config, device)
     channels_last = variant.channels_last and device.type == "cuda"
     row: dict = {"model": model, **asdict(variant), "variant": variant.name,
@@ -326,7 +349,7 @@ def measure(model: str, variant: Variant, device: torch.device, warmup: int, ste
         if name == "product":
             row["peak_memory_gib"] = (round(torch.cuda.max_memory_allocated() / 2**30, 2)
                                       if device.type == "cuda" else None)
-            if not variant.compile:  # FlopCounterMode runs eagerly; the count does not depend on the variant
+            if not variant.compile:  # counted eagerly; the count does not depend on the variant
                 row["flops_per_patch"] = flops_per_iteration(loop, stream) / config.train.batch_size
             if profile_kernels:
                 row["top_kernels"] = top_kernels(loop, stream, device)
@@ -351,19 +374,21 @@ def add_mfu(rows: list[dict], peaks: dict[str, float | None]) -> None:
             r[f"mfu_vs_{key}"] = None if not peak else round(achieved / peak, 4)
 
 
-def run(device: torch.device, models: list[str], warmup: int, steps: int) -> dict:
-    """Every row of this device's measurement, with the ladder's step gains and leave-one-out."""
+def run(device: torch.device, models: list[str], warmup: int, steps: int, ladder: bool | None = None,
+        overrides: tuple[str, ...] = ()) -> dict:
+    """Every row of this device's measurement, with the ladder's step gains and leave-one-out
+    (`ladder`: the CUDA variants, by default on CUDA only)."""
     peaks = {"spec_bf16": spec_peak(device), "measured_matmul": matmul_peak(device)}
-    if device.type == "cuda":
+    if device.type == "cuda" if ladder is None else ladder:
         # The plain loop runs beside the final configuration: that is the ratio the target is on.
         rows = [measure("cpce", v, device, warmup, steps, plain=v == FINAL,
-                        profile_kernels=v in (FINAL, FP32))
+                        profile_kernels=v in (FINAL, FP32), overrides=overrides)
                 for v in [*CUDA_LADDER, WITHOUT_BF16] if "cpce" in models]
         for model in (m for m in models if m != "cpce"):
-            rows.append(measure(model, FINAL, device, warmup, steps, plain=True, profile_kernels=True))
-            rows.append(measure(model, FP32, device, warmup, max(20, steps // 10), False, False))
+            rows.append(measure(model, FINAL, device, warmup, steps, True, True, overrides))
+            rows.append(measure(model, FP32, device, warmup, max(20, steps // 10), False, False, overrides))
     else:
-        rows = [measure(m, FP32, device, warmup, steps, plain=True, profile_kernels=True) for m in models]
+        rows = [measure(m, FP32, device, warmup, steps, True, True, overrides) for m in models]
     add_mfu(rows, peaks)
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "torch_threads": torch.get_num_threads(), "warmup_iterations": warmup,
@@ -396,19 +421,24 @@ def projection(rows: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, help="timed iterations (default 200 on CUDA, 10 on CPU)")
-    parser.add_argument("--warmup", type=int, help="untimed iterations first (default 20 on CUDA, 2 on CPU)")
+    parser.add_argument("--steps", type=int, help="timed iterations (default 200 on CUDA, 3 on CPU)")
+    parser.add_argument("--warmup", type=int, help="untimed iterations first (default 20 on CUDA, 1 on CPU)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     parser.add_argument("--models", nargs="+", default=["cpce", "circle"])
     parser.add_argument("--out", type=Path, help="write the JSON here instead of reports/benchmarks/")
+    parser.add_argument("--ladder", action="store_true", help="the CUDA variants on any device")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override (another batch size, tiny networks for a smoke run)")
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     if not cuda:
         torch.set_num_threads(args.threads)
-    steps = args.steps or (200 if cuda else 10)
-    warmup = args.warmup or (20 if cuda else 2)
-    result = run(device, args.models, warmup, steps)
+    # On 2 CPU cores one paper-configuration iteration takes about half a minute (CPCE).
+    steps = args.steps or (200 if cuda else 3)
+    warmup = args.warmup or (20 if cuda else 1)
+    result = run(device, args.models, warmup, steps, args.ladder or None, tuple(args.overrides))
+    result["overrides"] = args.overrides
     result["paper_scale_hours"] = projection(result["rows"])
     name = f"train_throughput_{device.type}"
     if args.out is None:
