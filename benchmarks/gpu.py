@@ -1,8 +1,14 @@
-"""Everything the GPU issue measures, in one short run on a lent GPU (under 8 minutes on an H100):
-`train_throughput.py`'s CPCE ladder, leave-one-out, CIRCLE final and fp32, each beside a plain
+"""Everything the GPU issue measures, in one short run on a lent GPU: `train_throughput.py`'s CPCE
+ladder, leave-one-out, CIRCLE final and fp32, each beside a plain
 PyTorch loop of the same math where the target is read, FLOPs, MFU, peak memory and top
-kernels; plus the paper-scale projection. Imports torch, numpy and PyYAML (no Ray, MLflow,
-nibabel); the data pipeline's share is measured where the synthetic cache can be built.
+kernels; plus the paper-scale projection. Sized for about 8 minutes on an H100 or H200 (an
+estimate from the earlier H200 rates and compile times; not yet run: no GPU was lent since).
+
+Imports torch, numpy and PyYAML only: the GPU machine has no Ray, MLflow, nibabel, scipy or
+scikit-image, so the data pipeline's share is reported as not measured there (it is measured in
+the CPU run). Were PyYAML missing there: `mkdir -p .gpu_deps && cp -r
+.venv/lib/python3.11/site-packages/yaml .gpu_deps/` here, carry `.gpu_deps`, prefix the command
+with `PYTHONPATH=.gpu_deps`.
 
     python benchmarks/gpu.py --out DIR        # writes DIR/train_throughput_cuda.json
 """

@@ -134,9 +134,11 @@ class PlainLoop:
         self.nets = {k: net.to(memory_format=torch.channels_last) if self.channels_last else net
                      for k, net in {**steps.generators, **steps.critics}.items()}
         self.vgg = getattr(steps, "perceptual", None)
+        self.scorers = {k: self.nets[k] for k in steps.critics}  # critics in the generator step
         if t.compile:
             for name in steps.generators:
                 self.nets[name] = torch.compile(self.nets[name])
+            self.scorers = {k: torch.compile(net) for k, net in self.scorers.items()}
             self.vgg = torch.compile(self.vgg) if self.vgg is not None else None
         fused = t.fused_adam and device.type == "cuda"
         generators = [p for k in steps.generators for p in self.nets[k].parameters()]
@@ -186,7 +188,7 @@ class PlainLoop:
 
     def cpce_loss(self, lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         sr = self.nets["G"](lq)
-        total = -self.w.lambda_adv * self.nets["D"](sr).float().mean()
+        total = -self.w.lambda_adv * self.scorers["D"](sr).float().mean()
         if self.vgg is not None:
             with torch.no_grad():
                 target = self.vgg(gt).float()
@@ -204,7 +206,7 @@ class PlainLoop:
             return dy + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
 
         sr, lq_hat = g(lq), f(gt)
-        adversarial = -self.nets["D_Y"](sr).float().mean() - self.nets["D_X"](lq_hat).float().mean()
+        adversarial = -self.scorers["D_Y"](sr).float().mean() - self.scorers["D_X"](lq_hat).float().mean()
         cycle = l1(f(sr), lq) + l1(g(lq_hat), gt)
         identity = l1(g(gt), gt) + l1(f(lq), lq)
         srf = sr.float()
@@ -300,15 +302,16 @@ def top_kernels(loop: Callable, batches: Iterator, device: torch.device, rows: i
              "share": round(getattr(e, attr) / total, 3)} for e in events[:rows]]
 
 
-def data_seconds_per_iteration(config: Config, device: torch.device, iterations: int) -> float | None:
+def data_seconds_per_iteration(config: Config, device: torch.device, iterations: int) -> float | str:
     """The product's data pipeline alone for `iterations` iterations' batches (n_critic + 1 each),
-    on a synthetic cache; None where the cache cannot be built here (a missing package)."""
+    on a synthetic cache; why not, where the cache cannot be built here (nibabel, scipy and
+    scikit-image are not on the GPU machine)."""
     try:
         from mrisr_ray.data.cache import Cache
         from mrisr_ray.data.synthetic import prepare_synthetic_cache
         from mrisr_ray.train.loop import LoopContext, make_sampler
-    except ImportError:
-        return None
+    except ImportError as exc:
+        return f"not measured: {exc}"
     import numpy as np
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -357,7 +360,7 @@ def measure(model: str, variant: Variant, device: torch.device, warmup: int, ste
         row["product_vs_plain"] = round(row["product_patches_per_s"] / row["plain_patches_per_s"], 3)
     data = data_seconds_per_iteration(config, device, max(2, steps // 10))
     step_seconds = config.train.batch_size / row["product_patches_per_s"]
-    row["data_share_of_step"] = None if data is None else round(data / (data + step_seconds), 3)
+    row["data_share_of_step"] = data if isinstance(data, str) else round(data / (data + step_seconds), 3)
     return row
 
 

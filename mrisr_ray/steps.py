@@ -53,8 +53,13 @@ class GanSteps:
 
     def __init__(self, config: Config, device: torch.device):
         self.config, self.loss, self.device = config, config.loss, device
+        self.scorers: dict[str, nn.Module] = {}  # compiled critic forwards (`compile`)
         use_amp = config.train.amp and (device.type == "cuda" or config.train.amp_on_cpu)
         self.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)
+
+    def scorer(self, name: str) -> nn.Module:
+        """Critic `name` as the generator step calls it: compiled by `compile` (same weights)."""
+        return self.scorers.get(name, self.critics[name])
 
     def make_optimizers(self) -> None:
         """New Adam optimizers (at construction, and when the adversarial phase begins)."""
@@ -90,9 +95,11 @@ class GanSteps:
         return unwrap(self.generators["G"])
 
     def compile(self) -> None:
-        """torch.compile the generators (and CPCE's VGG); the critics stay eager because the
-        gradient penalty's double backward does not compile."""
+        """torch.compile the generators (and CPCE's VGG), and the critics' forward where the
+        generator step scores its output (`scorers`). The critic step stays eager: the gradient
+        penalty's double backward does not compile."""
         self.generators = {k: torch.compile(g) for k, g in self.generators.items()}
+        self.scorers = {k: torch.compile(d) for k, d in self.critics.items()}
 
     def _update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -138,7 +145,7 @@ class CPCESteps(GanSteps):
         g, d, w = self.generators["G"], self.critics["D"], self.loss
         with frozen(d), self.autocast():
             sr = g(lq)
-            adversarial = losses.adversarial_loss(d, sr)
+            adversarial = losses.adversarial_loss(self.scorer("D"), sr)
             total = w.lambda_adv * adversarial
             out = {"g_adv": adversarial.detach()}
             if self.perceptual is not None:
@@ -197,7 +204,8 @@ class CircleSteps(GanSteps):
         w = self.loss
         with frozen(d_y, d_x), self.autocast():
             sr, lq_hat = g(lq), f(gt)
-            adversarial = losses.adversarial_loss(d_y, sr) + losses.adversarial_loss(d_x, lq_hat)
+            adversarial = (losses.adversarial_loss(self.scorer("D_Y"), sr)
+                           + losses.adversarial_loss(self.scorer("D_X"), lq_hat))
             cycle = losses.cycle_loss(g, f, lq, gt, sr, lq_hat)
             identity = losses.identity_loss(g, f, lq, gt)
             jst = losses.jst_loss(sr.float(), gt, w.tau)
