@@ -35,11 +35,11 @@ def host() -> dict:
     }
 
 
-def write_result(name: str, result: dict, machine_info: dict | None = None) -> Path:
-    """Write `reports/benchmarks/<name>.json` with the machine (`machine()` unless
-    `machine_info` is given) and a timestamp."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_result(name: str, result: dict, machine_info: dict | None = None, folder: Path = RESULTS) -> Path:
+    """Write `<folder>/<name>.json` (default `reports/benchmarks/`) with the machine (`machine()`
+    unless `machine_info` is given) and a timestamp."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     body = {"benchmark": name, "when": time.strftime("%Y-%m-%d %H:%M:%S"),
             "machine": machine() if machine_info is None else machine_info, **result}
     path.write_text(json.dumps(body, indent=2) + "\n")

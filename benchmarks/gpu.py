@@ -24,7 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train_throughput import projection, run, write_to
+from common import host, write_result
+from train_throughput import projection, run
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
     result = run(torch.device("cuda"), ["cpce", "circle"], args.warmup, args.steps)
     result["paper_scale_hours"] = projection(result["rows"])
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
-    path = write_to(args.out / "train_throughput_cuda.json", result)
+    path = write_result("train_throughput_cuda", result, host(), args.out)
     for r in result["rows"]:
         print(r["model"], r["variant"], r["product_patches_per_s"], r.get("product_vs_plain"),
               r.get("mfu_vs_spec_bf16"), r.get("peak_memory_gib"))

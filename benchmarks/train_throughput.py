@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import host, write_result
+from common import RESULTS, host, write_result
 
 from mrisr_ray.config import Config, load_config
 from mrisr_ray.steps import GanSteps, build_steps
@@ -444,10 +444,7 @@ def main() -> None:
     result["overrides"] = args.overrides
     result["paper_scale_hours"] = projection(result["rows"])
     name = f"train_throughput_{device.type}"
-    if args.out is None:
-        path = write_result(name, result, host())
-    else:
-        path = write_to(args.out / f"{name}.json", result)
+    path = write_result(name, result, host(), args.out or RESULTS)
     for r in result["rows"]:
         plain = (f"  plain {r['plain_patches_per_s']:8.1f} (ratio {r['product_vs_plain']})"
                  if "plain_patches_per_s" in r else "")
@@ -455,15 +452,6 @@ def main() -> None:
         print(f"{r['model']:6s} {r['variant']:16s} {r['product_patches_per_s']:8.1f} patches/s{plain}{mfu}"
               f"  data {r['data_share_of_step']}")
     print(f"paper scale (h): {result['paper_scale_hours']}\n-> {path}")
-
-
-def write_to(path: Path, result: dict) -> Path:
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    path.write_text(json.dumps({**result, "machine": host(), "when": stamp}, indent=2))
-    return path
 
 
 if __name__ == "__main__":

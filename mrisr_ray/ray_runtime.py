@@ -26,6 +26,7 @@ QUIET_RAY = {
 # the head's tracking server is not reachable; `train/logger.py` logs for them). Its value says why.
 NO_TRACKING_ENV = "MRISR_RAY_NO_TRACKING"
 HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has one unit of it
+HEAD_NODE = "head"  # the head's name among `node_types()`
 # The autoscaling config that `ray up` leaves on the head (override: AUTOSCALING_CONFIG_ENV).
 AUTOSCALING_CONFIG_ENV = "MRISR_RAY_AUTOSCALING_CONFIG"
 DEFAULT_AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"
@@ -90,7 +91,7 @@ def node_types() -> list[NodeType]:
     # (worker_group.py: InsufficientClusterResourcesError); re-check on a Ray upgrade.
     from ray._private.state import state
 
-    alive = [NodeType("head" if HEAD_RESOURCE in node["Resources"] else f"node {node['NodeID'][:8]}",
+    alive = [NodeType(HEAD_NODE if HEAD_RESOURCE in node["Resources"] else f"node {node['NodeID'][:8]}",
                       dict(node["Resources"]), 1) for node in ray.nodes() if node["Alive"]]
     published = state.get_cluster_config()
     if published is not None and published.node_group_configs:
@@ -102,7 +103,7 @@ def node_types() -> list[NodeType]:
                                                              DEFAULT_AUTOSCALING_CONFIG)).expanduser())
     if not types:
         return alive
-    return [node for node in alive if node.name == "head"] + types
+    return [node for node in alive if node.name == HEAD_NODE] + types
 
 
 def autoscaling_config_types(path: Path) -> list[NodeType]:
@@ -127,8 +128,6 @@ def check_cluster_request(resources: Resources, head_cpus: float = 0.0) -> None:
     """Refuse what the Ray cluster can never give, counting the nodes its autoscaler may start:
     one worker must fit on one node, all workers on the nodes there are or can be. `head_cpus`:
     what must also fit on the head node (a study's trial drivers)."""
-    import ray
-
     types = node_types()
     bundle, total = resources.per_worker(), resources.total()
     total["CPU"] = total.get("CPU", 0) + head_cpus
@@ -143,9 +142,9 @@ def check_cluster_request(resources: Resources, head_cpus: float = 0.0) -> None:
             raise UserInputError(f"the Ray cluster can have at most {reachable:g} {name} (nodes now and "
                                  f"those its autoscaler can start); {resources.describe()}{driver} "
                                  f"needs {needed:g}")
-    head = next((n for n in ray.nodes() if n["Alive"] and HEAD_RESOURCE in n["Resources"]), None)
-    if head_cpus and head is not None and head["Resources"].get("CPU", 0) < head_cpus:
-        raise UserInputError(f"the Ray head node has {head['Resources'].get('CPU', 0):g} CPUs; each "
+    head = next((t for t in types if t.name == HEAD_NODE), None)  # node_types lists it when alive
+    if head_cpus and head is not None and head.resources.get("CPU", 0) < head_cpus:
+        raise UserInputError(f"the Ray head node has {head.resources.get('CPU', 0):g} CPUs; each "
                              f"trial driver runs there and needs {head_cpus:g}")
 
 
