@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
-from mrisr_ray.errors import UserInputError
+from mrisr_ray.errors import UserInputError, describe
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 MIN_IN_PLANE = 16  # CPCE's valid convolutions take 8 voxels off each side before growing back
@@ -53,9 +53,9 @@ def read_scan(path: Path) -> Scan:
             raise UserInputError(f"{path}: not a NIfTI image ({type(image).__name__})")
         data = np.asarray(image.dataobj, dtype=np.float32)
     except (nib.filebasedimages.ImageFileError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise UserInputError(f"{path}: not a readable NIfTI image ({_first_line(exc)})") from None
+        raise UserInputError(f"{path}: not a readable NIfTI image ({describe(exc)})") from None
     except (OSError, ValueError) as exc:
-        raise UserInputError(f"{path}: corrupt or truncated NIfTI file ({_first_line(exc)})") from None
+        raise UserInputError(f"{path}: corrupt or truncated NIfTI file ({describe(exc)})") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -108,8 +108,3 @@ def write_atomically(image: nib.Nifti1Image, path: Path) -> None:
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__

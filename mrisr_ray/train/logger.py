@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from mrisr_ray import runs, tracking
 from mrisr_ray.errors import describe
 from mrisr_ray.ray_runtime import NO_TRACKING_ENV
 from mrisr_ray.tracking import Tracking
-from mrisr_ray.train.worker import EPOCH, RESUMED, SAMPLES_FILE, SCORE
+from mrisr_ray.train.worker import EPOCH, RESUMED, RESUMED_SAMPLES_FILE, SAMPLES_FILE, SCORE
 
 RETRIES = 4
 WORKER_RUNTIME_ENV = {"env_vars": {NO_TRACKING_ENV: "Ray Train workers report to the controller"}}
@@ -42,15 +43,14 @@ class MlflowLogger(ray.train.UserCallback):
         epoch = int(report.pop(EPOCH))
         report.pop(SCORE, None)
         resumed = report.pop(RESUMED, None)
-        if resumed is not None:
-            retried(log_resumed, t, run_id, resumed)
-        retried(tracking.log_metrics, t, run_id, {**report, EPOCH: epoch}, step=epoch)
-        if checkpoint is None:
-            return
-        with checkpoint.as_directory() as folder:
-            samples = Path(folder) / SAMPLES_FILE
-            if samples.is_file():
-                retried(tracking.log_bytes, t, run_id, samples.read_bytes(), f"samples/epoch_{epoch:03d}.png")
+        with checkpoint.as_directory() if checkpoint is not None else nullcontext() as folder:
+            grid, earlier_grid = ((None, None) if folder is None else
+                                  (Path(folder) / SAMPLES_FILE, Path(folder) / RESUMED_SAMPLES_FILE))
+            if resumed is not None:
+                retried(log_resumed, t, run_id, resumed, earlier_grid)
+            retried(tracking.log_metrics, t, run_id, {**report, EPOCH: epoch}, step=epoch)
+            if grid is not None and grid.is_file():
+                retried(tracking.log_bytes, t, run_id, grid.read_bytes(), samples_artifact(epoch))
 
 
 def retried(call: Callable[..., None], *args: Any, **kwargs: Any) -> None:
@@ -67,11 +67,19 @@ def retried(call: Callable[..., None], *args: Any, **kwargs: Any) -> None:
             time.sleep(2**attempt)
 
 
-def log_resumed(t: Tracking, run_id: str, restored: dict[str, Any]) -> None:
+def samples_artifact(epoch: int) -> str:
+    return f"samples/epoch_{epoch:03d}.png"
+
+
+def log_resumed(t: Tracking, run_id: str, restored: dict[str, Any], samples: Path | None) -> None:
     """Tag the checkpoint a run continued from (`checkpoint.Restored` as a dict) and log that
-    epoch's metrics if an interruption came between its checkpoint and its logging."""
+    epoch's metrics and sample grid (`samples`, if the checkpoint holds one) if an interruption
+    came between its checkpoint and its logging."""
     epoch = int(restored["epoch"])
     runs.mark_resumed(t, run_id, epoch, restored["generator_sha256"])
     logged = {m.step for m in t.client().get_metric_history(run_id, "g_loss")}
     if restored["metrics"] and epoch not in logged:
         tracking.log_metrics(t, run_id, {**restored["metrics"], EPOCH: epoch}, step=epoch)
+    grids = {f.path for f in t.client().list_artifacts(run_id, "samples")}
+    if samples is not None and samples.is_file() and samples_artifact(epoch) not in grids:
+        tracking.log_bytes(t, run_id, samples.read_bytes(), samples_artifact(epoch))

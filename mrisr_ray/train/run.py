@@ -25,7 +25,8 @@ from mrisr_ray.runs import RunKind, TrialRef
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.train import checkpoint
 from mrisr_ray.train.checkpoint import GENERATOR_FILE
-from mrisr_ray.train.worker import RESUMED, InjectedFailure, WorkerSpec, train_worker
+from mrisr_ray.train.fault_injection import InjectedFailure
+from mrisr_ray.train.worker import RESUMED, SAMPLES_FILE, WorkerSpec, train_worker
 from mrisr_ray.workdir import Workdir
 
 
@@ -218,7 +219,8 @@ def finish(request: TrainRequest, run_id: str, storage: Path, result) -> TrainRe
     t = request.tracking
     best = result.return_value
     if best.get(RESUMED):  # resumed with no epoch left to train, so no report carried it
-        log_resumed(t, run_id, best[RESUMED])
+        with result.checkpoint.as_directory() as folder:  # the checkpoint it resumed from
+            log_resumed(t, run_id, best[RESUMED], Path(folder) / SAMPLES_FILE)
     best_checkpoint = max(result.best_checkpoints, key=lambda cm: cm[1]["score"])[0]
     generator = storage / runs.GENERATOR_ARTIFACT
     with best_checkpoint.as_directory() as folder:  # (a run resumed across versions: a bare state_dict)

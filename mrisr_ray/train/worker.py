@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
-import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,65 +15,19 @@ import torch
 
 from mrisr_ray.config import Config
 from mrisr_ray.data.cache import Cache
-from mrisr_ray.errors import UserInputError
 from mrisr_ray.plotting import sample_grid_png
 from mrisr_ray.ray_runtime import NO_TRACKING_ENV
 from mrisr_ray.train.checkpoint import Restored
+from mrisr_ray.train.fault_injection import InjectedFailure
 from mrisr_ray.train.loop import EpochResult, LoopContext
 from mrisr_ray.train.session import train_session
 
 # What rank 0 adds to its reports beside the epoch's metrics (read by `logger.py`).
 EPOCH, SCORE, RESUMED = "epoch", "score", "resumed_from"
 SAMPLES_FILE = "samples.png"  # in the checkpoint folder of an epoch that drew its sample grid
-
-# Testing aid for recovery, read by the driver: "EPOCH:MARKER[:MODE[:FOLD]]" makes rank 0, once
-# Ray Train has registered epoch EPOCH's checkpoint, raise (MODE raise, the default), SIGKILL its
-# own process a moment later, in the next epoch (kill: a lost process), or sleep until something
-# kills it (pause: the test then takes the node down). FOLD limits it to that fold's training.
-# The MARKER file records that it happened, so a restarted run goes on.
-FAIL_ONCE_ENV = "MRISR_RAY_FAIL_ONCE"
-FAILURE_MODES = ("raise", "kill", "pause")
-KILL_DELAY_S = 0.3
-
-
-@dataclass(frozen=True)
-class InjectedFailure:
-    epoch: int
-    marker: Path
-    mode: str = "raise"
-    fold: int | None = None
-
-    @classmethod
-    def from_env(cls, fold: int | None) -> InjectedFailure | None:
-        """The plan in FAIL_ONCE_ENV where it applies to a training of `fold`."""
-        plan = os.environ.get(FAIL_ONCE_ENV)
-        if not plan:
-            return None
-        at, marker, *rest = plan.split(":")
-        failure = cls(int(at), Path(marker), *(rest[:1] or ["raise"]),
-                      fold=int(rest[1]) if len(rest) > 1 else None)
-        if failure.mode not in FAILURE_MODES:
-            raise UserInputError(f"{FAIL_ONCE_ENV}: mode must be one of {', '.join(FAILURE_MODES)}")
-        return failure if failure.fold is None or failure.fold == fold else None
-
-    def maybe_happen(self, epoch: int) -> None:
-        """Called by rank 0 right after epoch `epoch`'s report."""
-        if epoch != self.epoch or self.marker.exists():
-            return
-        import ray.train
-
-        # Wait until Ray Train has registered the report's checkpoint, so a restart continues
-        # from this epoch however busy the machine (the controller polls its workers).
-        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-        self.marker.write_text(f"{self.mode} after epoch {epoch} (pid {os.getpid()})\n")
-        if self.mode == "kill":
-            threading.Timer(KILL_DELAY_S, os.kill, (os.getpid(), signal.SIGKILL)).start()
-        elif self.mode == "pause":
-            while True:
-                time.sleep(1)
-        else:
-            raise RuntimeError(f"injected failure after epoch {epoch} ({FAIL_ONCE_ENV})")
-
+# The restored epoch's grid, beside the first epoch after a resume: an interruption between
+# Ray's registration of that checkpoint and its logging would lose it (`logger.log_resumed`).
+RESUMED_SAMPLES_FILE = "resumed_samples.png"
 
 @dataclass
 class WorkerSpec:
@@ -116,6 +67,8 @@ class RaySink:
         if self.restored is not None:
             report[RESUMED] = asdict(self.restored)
             self.restored = None
+        else:
+            (self.checkpoint_dir / RESUMED_SAMPLES_FILE).unlink(missing_ok=True)
         ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(self.checkpoint_dir))
         if self.spec.failure is not None:
             self.spec.failure.maybe_happen(result.epoch)
@@ -123,6 +76,9 @@ class RaySink:
     def resumed(self, restored: Restored) -> None:
         print(f"[mrisr-ray] resumed from the checkpoint of epoch {restored.epoch}", flush=True)
         self.restored = restored
+        samples = self.checkpoint_dir / SAMPLES_FILE
+        if samples.is_file():
+            samples.replace(self.checkpoint_dir / RESUMED_SAMPLES_FILE)
 
     def print_line(self, result: EpochResult) -> None:
         m, epochs = result.metrics, self.spec.config.train.epochs

@@ -12,8 +12,8 @@ from mrisr_ray.errors import RunFailed, UserInputError
 from mrisr_ray.resources import Resources
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.train.checkpoint import GENERATOR_FILE, STATE_FILE, read_generator, state_sha256
+from mrisr_ray.train.fault_injection import FAIL_ONCE_ENV
 from mrisr_ray.train.run import TrainRequest, train
-from mrisr_ray.train.worker import FAIL_ONCE_ENV
 from mrisr_ray.workdir import Workdir
 
 pytestmark = pytest.mark.ray

@@ -23,7 +23,7 @@ from helpers import TINY_RUN
 
 from mrisr_ray.ray_runtime import NO_TRACKING_ENV
 from mrisr_ray.tracking import Tracking
-from mrisr_ray.train.worker import FAIL_ONCE_ENV
+from mrisr_ray.train.fault_injection import FAIL_ONCE_ENV
 from mrisr_ray.workdir import Workdir
 
 pytestmark = pytest.mark.ray
