@@ -1,17 +1,18 @@
 """Optuna TPE + ASHA vs random search without pruning, same budget, on a search that learns.
 
-Each seed runs both methods for `--trials` trials × `--folds` folds of GAN-CPCE with the demo's
-networks, cohort and 32×32 patches (configs/demo_cpce.yaml), searched from the paper's losses over
-a space that holds the demo's recipe (search_spaces/hpo_benchmark_cpce.yaml). Each fold trains
-1.5× the demo's patches per epoch (384): at the demo's own 256 every configuration gained
-+0.25 to +0.31 dB over its input and the ranking was noise; at 384 the paper's losses fall about
-1.5 dB below the input and the best configurations gain about +0.5 dB. A trial's score is its gain
-over the LR input: per fold, the best epoch's validation PSNR minus the zero-filled input's on
-the same slices, averaged over folds. Measured: how many fold trainings TPE + ASHA needed before
-its best complete trial reached the random search's final best gain, as a share of the random
-search's fold trainings (target: at most 40% at the median over seeds). Results accumulate
-across runs, one row per seed, in reports/benchmarks/hpo_efficiency.json. Run by hand (about 29
-minutes per seed on 2 cores):
+Each seed runs both methods for `--trials` trials × up to `--folds` folds of GAN-CPCE with the
+demo's networks, cohort and 32×32 patches (configs/demo_cpce.yaml), searched from the paper's
+losses over a space that holds the demo's recipe (search_spaces/hpo_benchmark_cpce.yaml). Each
+fold trains 1.5× the demo's patches per epoch (384): at the demo's own 256 every configuration
+gained +0.25 to +0.31 dB over its input and the ranking was noise; at 384 the paper's losses fall
+about 1.5 dB below the input and the best configurations gain about +0.5 dB. A trial's score is
+its gain over the LR input: per fold, the best epoch's validation PSNR minus the zero-filled
+input's on the same slices, averaged over folds. Both searches start from the same trial 0; TPE is
+seeded with the seed, the random search with seed + 1000 (RANDOM_SEED_OFFSET). Measured: how many
+fold trainings TPE + ASHA needed before its best complete trial reached the random search's final
+best gain, as a share of the random search's fold trainings (target: at most 40% at the median
+over seeds). Results accumulate across runs, one row per seed, in
+reports/benchmarks/hpo_efficiency.json. Run by hand (about 29 minutes per seed on 2 cores):
 
     python benchmarks/hpo_efficiency.py --seeds 0 1 2 [--trials 16] [--folds 2]
 """
@@ -42,31 +43,34 @@ BASE = ["loss.perceptual=random_vgg", "train.warmup_fraction=0.0", "loss.lambda_
         "loss.lambda_l1=0.0", "train.lr=1.0e-4", "train.sample_slices=0",
         "train.max_patches_per_epoch=384"]
 COHORT = {"n_subjects": 20, "n_slices": 16, "test_fraction": 0.3}  # the demo's cohort
-# Optuna's TPE draws its first 10 trials at random from its seed, exactly as RandomSampler does
-# from the same seed: with one seed both searches would share those configurations, and a random
-# best among them would be "reached" by replaying it. The random search draws from its own seed.
+# Optuna's TPESampler(seed=s) draws every trial asked while fewer than 10 trials are complete or
+# pruned from an internal RandomSampler(seed=s): with one seed, its trials 1 to about 10 (after
+# the enqueued trial 0) would be the random search's, and a random best among them would be
+# "reached" by replaying it. The random search draws from its own seed.
 RANDOM_SEED_OFFSET = 1000
+NONE_YET = float("-inf")  # best gain before any trial has completed
 
 
-def gain_history(tracking: Tracking, study: str, folds: int) -> list[float]:
+def gain_history(tracking: Tracking, study: str, folds: int) -> tuple[list[float], list[float]]:
     """Best complete trial's mean gain over the LR input (dB) after each fold training, in
-    completion order (-inf until a trial completes)."""
+    completion order (-inf until a trial completes), and every complete trial's gain."""
     fold_runs = sorted(runs.fold_runs(tracking, DEFAULT_EXPERIMENT, study),
                        key=lambda r: r.info.end_time or 0)
     gains: dict[str, list[float]] = {}
-    best, history = float("-inf"), []
+    best, history, complete = NONE_YET, [], []
     for run in fold_runs:
         psnr = runs.headline(run, runs.PSNR)
         if psnr is not None:
             trial = gains.setdefault(run.data.tags[runs.TRIAL_ID], [])
             trial.append(psnr - run.data.metrics[runs.INPUT_PSNR])
             if len(trial) == folds:
-                best = max(best, sum(trial) / folds)
+                complete.append(sum(trial) / folds)
+                best = max(best, complete[-1])
         history.append(best)
-    return history
+    return history, complete
 
 
-def run(method: str, seed: int, args, cache: Path, root: Path) -> list[float]:
+def run(method: str, seed: int, args, cache: Path, root: Path) -> tuple[list[float], list[float]]:
     workdir = Workdir(root / f"{method}-{seed}")
     request = StudyRequest(
         config=load_config("cpce", defaults_dir("configs") / "demo_cpce.yaml", BASE), space_path=SPACE,
@@ -79,20 +83,26 @@ def run(method: str, seed: int, args, cache: Path, root: Path) -> list[float]:
     return gain_history(request.tracking, request.name, args.folds)
 
 
-def rounded(history: list[float]) -> list[float | None]:
-    return [round(v, 4) if v > float("-inf") else None for v in history]  # None: no trial complete yet
+def rounded(gain: float) -> float | None:
+    return round(gain, 4) if gain > NONE_YET else None  # None: no trial complete yet
 
 
 def compare(seed: int, args, cache: Path, root: Path) -> dict:
     started = time.perf_counter()
-    tpe, rand = run("tpe_asha", seed, args, cache, root), run("random", seed, args, cache, root)
-    target = rand[-1]
-    reached = next((i + 1 for i, v in enumerate(tpe) if v >= target), None)
-    return {"seed": seed, "random_best_gain_db": round(target, 4), "tpe_asha_best_gain_db": round(tpe[-1], 4),
+    tpe, tpe_trials = run("tpe_asha", seed, args, cache, root)
+    rand, rand_trials = run("random", seed, args, cache, root)
+    target, tpe_best = rand[-1] if rand else NONE_YET, tpe[-1] if tpe else NONE_YET
+    reached = None
+    if target > NONE_YET:  # a random trial completed: there is something to reach
+        reached = next((i + 1 for i, v in enumerate(tpe) if v >= target), None)
+    return {"seed": seed, "random_best_gain_db": rounded(target), "tpe_asha_best_gain_db": rounded(tpe_best),
             "random_fold_trainings": len(rand), "tpe_asha_fold_trainings": len(tpe),
             "tpe_asha_fold_trainings_to_reach_random_best": reached,
             "share_of_random_budget": round(reached / len(rand), 3) if reached else None,
-            "random_history_db": rounded(rand), "tpe_asha_history_db": rounded(tpe),
+            "random_history_db": [rounded(v) for v in rand], "tpe_asha_history_db": [rounded(v) for v in tpe],
+            # the landscape: every complete trial's gain, in completion order
+            "random_trial_gains_db": [rounded(v) for v in rand_trials],
+            "tpe_asha_trial_gains_db": [rounded(v) for v in tpe_trials],
             "minutes": round((time.perf_counter() - started) / 60, 1)}
 
 
@@ -115,9 +125,11 @@ def earlier_rows(args) -> list[dict]:
 def summarize(rows: list[dict], args) -> Path:
     shares = [r["share_of_random_budget"] for r in rows]
     reached = [s for s in shares if s is not None]
+    # A seed that never reached random's best counts as needing more than all of it (the median
+    # is then None, not Infinity, which is no JSON).
+    median = statistics.median([s if s is not None else float("inf") for s in shares])
     summary = {"seeds_done": len(rows), "seeds_never_reached": len(shares) - len(reached),
-               # a seed that never reached random's best counts as needing more than all of it
-               "median_share": statistics.median([s if s is not None else float("inf") for s in shares]),
+               "median_share": median if median < float("inf") else None,
                "range_share": [min(reached), max(reached)] if reached else None, "target_median_share": 0.4}
     print(f"TPE+ASHA reached the random search's best gain after a median {summary['median_share']} "
           f"(range {summary['range_share']}) of its fold trainings, {len(rows)} seed(s); target <= 0.4",
@@ -139,7 +151,7 @@ def main() -> None:
         prepare_synthetic_cache(cache, n_folds=args.folds, **COHORT)
         for seed in args.seeds:
             rows[seed] = compare(seed, args, cache, root)
-            print({k: v for k, v in rows[seed].items() if not k.endswith("history_db")}, flush=True)
+            print({k: v for k, v in rows[seed].items() if not isinstance(v, list)}, flush=True)
             path = summarize(sorted(rows.values(), key=lambda r: r["seed"]), args)  # kept after every seed
     print(f"-> {path}")
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from mrisr_ray.errors import UserInputError
+from mrisr_ray.errors import UserInputError, describe
 
 # Slice-selection rule: a slice is kept when at least FOREGROUND_FRACTION of its pixels exceed
 # FOREGROUND_THRESHOLD (after normalisation). Recorded in every cache manifest.
@@ -39,13 +41,9 @@ def read_volume(path: str | Path, clip_percentiles: tuple[float, float] | None =
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: file not found")
-    try:
+    with nifti_errors(path):
         image = nib.as_closest_canonical(nib.load(str(path)))
         data = np.asarray(image.dataobj, dtype=np.float32)
-    except (nib.filebasedimages.ImageFileError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise UserInputError(f"{path}: not a readable NIfTI image ({_short(exc)})") from None
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"{path}: corrupt or truncated NIfTI file ({_short(exc)})") from None
     if data.ndim != 3:
         raise UserInputError(f"{path}: expected a 3-D volume, got {data.ndim}-D shape {data.shape}")
     if not np.isfinite(data).all():
@@ -72,6 +70,12 @@ def foreground_slices(volume: np.ndarray) -> np.ndarray:
     return np.flatnonzero(fraction >= FOREGROUND_FRACTION)
 
 
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__
+@contextmanager
+def nifti_errors(path: Path) -> Iterator[None]:
+    """What nibabel and the decompressors raise for a file that is not whole NIfTI, as one line."""
+    try:
+        yield
+    except (nib.filebasedimages.ImageFileError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise UserInputError(f"{path}: not a readable NIfTI image ({describe(exc)})") from None
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{path}: corrupt or truncated NIfTI file ({describe(exc)})") from None

@@ -4,10 +4,8 @@ input's own orientation, affine, shape and header, as float32 with the scaling f
 
 from __future__ import annotations
 
-import gzip
 import os
 import uuid
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +13,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
-from mrisr_ray.errors import UserInputError, describe
+from mrisr_ray.data.volume import nifti_errors
+from mrisr_ray.errors import UserInputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 MIN_IN_PLANE = 16  # CPCE's valid convolutions take 8 voxels off each side before growing back
@@ -47,15 +46,11 @@ class Scan:
 def read_scan(path: Path) -> Scan:
     """A 3-D NIfTI (or 4-D with one volume), finite and not constant; anything else is refused
     with one line."""
-    try:
+    with nifti_errors(path):
         image = nib.load(str(path))
         if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
             raise UserInputError(f"{path}: not a NIfTI image ({type(image).__name__})")
         data = np.asarray(image.dataobj, dtype=np.float32)
-    except (nib.filebasedimages.ImageFileError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise UserInputError(f"{path}: not a readable NIfTI image ({describe(exc)})") from None
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"{path}: corrupt or truncated NIfTI file ({describe(exc)})") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:

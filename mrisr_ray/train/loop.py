@@ -29,6 +29,7 @@ class EpochResult:
     # val_input_psnr/val_input_ssim when validating
     best: Best
     warmup: bool = False  # an L1 warm-up epoch (never the best: it is not a GAN result)
+    samples: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (LR, SR, HR) slices
 
     @property
     def score(self) -> float:
@@ -37,7 +38,6 @@ class EpochResult:
         if self.warmup:
             return -1.0
         return self.metrics.get("val_psnr", float(self.epoch))
-    samples: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (LR, SR, HR) slices
 
 
 @dataclass

@@ -29,6 +29,7 @@ SAMPLES_FILE = "samples.png"  # in the checkpoint folder of an epoch that drew i
 # Ray's registration of that checkpoint and its logging would lose it (`logger.log_resumed`).
 RESUMED_SAMPLES_FILE = "resumed_samples.png"
 
+
 @dataclass
 class WorkerSpec:
     """What every worker of one training run gets (`train_loop_config={"spec": spec}`)."""
@@ -76,6 +77,7 @@ class RaySink:
     def resumed(self, restored: Restored) -> None:
         print(f"[mrisr-ray] resumed from the checkpoint of epoch {restored.epoch}", flush=True)
         self.restored = restored
+        (self.checkpoint_dir / RESUMED_SAMPLES_FILE).unlink(missing_ok=True)  # an earlier resume's
         samples = self.checkpoint_dir / SAMPLES_FILE
         if samples.is_file():
             samples.replace(self.checkpoint_dir / RESUMED_SAMPLES_FILE)
