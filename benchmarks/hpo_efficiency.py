@@ -8,13 +8,14 @@ gained +0.25 to +0.31 dB over its input and the ranking was noise; at 384 the pa
 about 1.5 dB below the input and the best configurations gain about +0.5 dB. A trial's score is
 its gain over the LR input: per fold, the best epoch's validation PSNR minus the zero-filled
 input's on the same slices, averaged over folds. Both searches start from the same trial 0; TPE is
-seeded with the seed, the random search with seed + 1000 (RANDOM_SEED_OFFSET). Measured: how many
+seeded with the seed and models after the space's `tpe.startup_trials` (5, as the product's
+spaces), the random search is seeded with seed + 1000 (RANDOM_SEED_OFFSET). Measured: how many
 fold trainings TPE + ASHA needed before its best complete trial reached the random search's final
 best gain, as a share of the random search's fold trainings (target: at most 40% at the median
 over seeds). Results accumulate across runs, one row per seed, in
-reports/benchmarks/hpo_efficiency.json. Run by hand (about 29 minutes per seed on 2 cores):
+reports/benchmarks/hpo_efficiency.json. Run by hand (about 27 minutes per seed on 2 cores):
 
-    python benchmarks/hpo_efficiency.py --seeds 0 1 2 [--trials 16] [--folds 2]
+    python benchmarks/hpo_efficiency.py --seeds 0 1 2 [--trials 14] [--folds 2]
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from pathlib import Path
 from common import RESULTS, host, write_result
 
 from mrisr_ray import runs
-from mrisr_ray.config import load_config
+from mrisr_ray.config import Config, load_config
 from mrisr_ray.data.synthetic import prepare_synthetic_cache
 from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.ray_runtime import ensure_ray
 from mrisr_ray.resources import Resources
 from mrisr_ray.tracking import DEFAULT_EXPERIMENT, Tracking
+from mrisr_ray.tuning.space import load_space
 from mrisr_ray.tuning.study import StudyRequest, run_study
 from mrisr_ray.workdir import Workdir
 
@@ -70,10 +72,14 @@ def gain_history(tracking: Tracking, study: str, folds: int) -> tuple[list[float
     return history, complete
 
 
+def base_config() -> Config:
+    return load_config("cpce", defaults_dir("configs") / "demo_cpce.yaml", BASE)
+
+
 def run(method: str, seed: int, args, cache: Path, root: Path) -> tuple[list[float], list[float]]:
     workdir = Workdir(root / f"{method}-{seed}")
     request = StudyRequest(
-        config=load_config("cpce", defaults_dir("configs") / "demo_cpce.yaml", BASE), space_path=SPACE,
+        config=base_config(), space_path=SPACE,
         cache=cache, workdir=workdir, tracking=Tracking.for_workdir(workdir), trials=args.trials,
         folds=args.folds, name=f"{method}-{seed}", concurrent=2,
         seed=seed if method == "tpe_asha" else seed + RANDOM_SEED_OFFSET,
@@ -108,7 +114,8 @@ def compare(seed: int, args, cache: Path, root: Path) -> dict:
 
 def settings(args) -> dict:
     return {"model": "cpce", "config": "configs/demo_cpce.yaml", "overrides": BASE,
-            "space": SPACE.name, "cohort": COHORT, "trials": args.trials, "folds": args.folds,
+            "space": SPACE.name, "tpe_startup_trials": load_space(SPACE, base_config()).startup_trials,
+            "cohort": COHORT, "trials": args.trials, "folds": args.folds,
             "concurrent": 2, "random_search_seed": f"seed + {RANDOM_SEED_OFFSET}",
             "score": "mean over folds of best val PSNR - LR input PSNR (dB)"}
 
@@ -140,7 +147,7 @@ def summarize(rows: list[dict], args) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=14)
     parser.add_argument("--folds", type=int, default=2)
     args = parser.parse_args()
     ensure_ray()

@@ -52,6 +52,7 @@ class Plan:
     resources: Resources
     epochs: int
     space: SearchSpace
+    sampler: str  # tpe | random
 
     def lines(self) -> list[str]:
         return [
@@ -63,6 +64,8 @@ class Plan:
             f"per trial    {self.resources.describe()} + {TRIAL_DRIVER_CPU} CPU for the trial driver "
             "(on the head node)",
             "search space " + "; ".join(d.describe() for d in self.space.dimensions),
+            "sampler      " + (f"Optuna TPE, random for the first {self.space.startup_trials} trials "
+                                 "(trial 0 among them)" if self.sampler == "tpe" else "random search"),
         ]
 
 
@@ -85,4 +88,4 @@ def make_plan(request: StudyRequest, cache: Cache) -> Plan:
     return Plan(name=request.name or f"{request.config.model}-{time.strftime('%Y%m%d-%H%M%S')}",
                 model=request.config.model, trials=request.trials, folds=folds,
                 concurrent=request.concurrent, resources=resources, epochs=request.config.train.epochs,
-                space=load_space(request.space_path, request.config))
+                space=load_space(request.space_path, request.config), sampler=request.sampler)

@@ -5,6 +5,11 @@ Optuna space. Each dimension names a config key (as `--set` does):
       loss.lambda_jst: {type: float, low: 1.0e-4, high: 1.0, log: true}
       train.n_critic:  {type: int, low: 1, high: 5}
       train.batch_size: {type: categorical, choices: [32, 64, 128]}
+    tpe:
+      startup_trials: 5   # optional; Optuna's default 10
+
+`tpe.startup_trials` is how many complete or pruned trials (trial 0 among them) Optuna's TPE
+waits for before it models the results; until then it draws at random.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.errors import UserInputError
 
 TYPES = ("float", "int", "categorical")
+OPTUNA_STARTUP_TRIALS = 10  # TPESampler's n_startup_trials when a space names none
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class Dimension:
 class SearchSpace:
     path: Path
     dimensions: tuple[Dimension, ...]
+    startup_trials: int = OPTUNA_STARTUP_TRIALS  # random draws before TPE models (`tpe:`)
 
     def define_by_run(self, trial) -> None:
         for dimension in self.dimensions:
@@ -120,6 +127,16 @@ def check_against_config(path: Path, dimension: Dimension, config: Config) -> No
             raise UserInputError(f"{path}: {dimension.name}: {exc}") from None
 
 
+def parse_tpe(path: Path, spec: Any) -> int:
+    """`tpe: {startup_trials: N}` → N (at least 1)."""
+    if not isinstance(spec, dict) or set(spec) != {"startup_trials"}:
+        raise UserInputError(f"{path}: tpe: expected a mapping with one key, startup_trials")
+    startup = spec["startup_trials"]
+    if isinstance(startup, bool) or not isinstance(startup, int) or startup < 1:
+        raise UserInputError(f"{path}: tpe: startup_trials must be an integer >= 1, got {startup!r}")
+    return startup
+
+
 def load_space(path: str | Path, config: Config) -> SearchSpace:
     path = Path(path)
     if not path.is_file():
@@ -128,13 +145,16 @@ def load_space(path: str | Path, config: Config) -> SearchSpace:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise UserInputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict) or set(raw) != {"parameters"} or not raw["parameters"]:
-        raise UserInputError(f"{path}: expected one top-level key 'parameters' with dimensions")
+    if not isinstance(raw, dict) or "parameters" not in raw or not raw["parameters"] \
+            or not set(raw) <= {"parameters", "tpe"}:
+        raise UserInputError(f"{path}: expected a top-level key 'parameters' with dimensions "
+                             "(and optionally 'tpe')")
     dimensions = []
     for name, spec in raw["parameters"].items():
         dimension = parse_dimension(path, str(name), spec)
         check_against_config(path, dimension, config)
         dimensions.append(dimension)
-    space = SearchSpace(path=path, dimensions=tuple(dimensions))
+    startup = parse_tpe(path, raw["tpe"]) if "tpe" in raw else OPTUNA_STARTUP_TRIALS
+    space = SearchSpace(path=path, dimensions=tuple(dimensions), startup_trials=startup)
     space.defaults(config)
     return space

@@ -25,6 +25,7 @@ from mrisr_ray.ray_runtime import HEAD_RESOURCE, check_cluster_request, check_lo
 from mrisr_ray.runs import TrialState
 from mrisr_ray.tuning.outcomes import StudyResult, finish_study, outcomes_of
 from mrisr_ray.tuning.plan import TRIAL_DRIVER_CPU, Plan, StudyRequest, make_plan
+from mrisr_ray.tuning.space import SearchSpace
 from mrisr_ray.tuning.trial import StudySpec, cv_trial
 
 
@@ -134,14 +135,23 @@ def study_callback(spec: StudySpec):
     return StudyCallback()
 
 
+def make_sampler(kind: str, seed: int, space: SearchSpace):
+    """Optuna's seeded sampler: TPE with the space's random startup trials, or random search.
+    (Optuna's TPE is multivariate and uses the constant liar for concurrent trials by default.)"""
+    import optuna
+
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=space.startup_trials)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
 def searcher(request: StudyRequest, plan: Plan, metric: str, defaults: dict, optuna_db: Path):
     """Optuna (seeded) whose first trial is the base configuration, stored in `optuna_db`."""
     import optuna
 
-    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
     return CVOptunaSearch.create(
         plan.folds, space=plan.space.define_by_run, metric=metric, mode="max",
-        points_to_evaluate=[defaults], sampler=samplers[request.sampler](seed=request.seed),
+        points_to_evaluate=[defaults], sampler=make_sampler(plan.sampler, request.seed, plan.space),
         study_name=plan.name, storage=optuna.storages.RDBStorage(f"sqlite:///{optuna_db}"))
 
 

@@ -1,10 +1,14 @@
+import inspect
+
 import optuna
 import pytest
 
 from mrisr_ray.config import load_config
+from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.tuning.outcomes import TrialOutcome, select_best
-from mrisr_ray.tuning.space import default_space_path, load_space
+from mrisr_ray.tuning.space import OPTUNA_STARTUP_TRIALS, default_space_path, load_space
+from mrisr_ray.tuning.study import make_sampler
 
 
 @pytest.mark.parametrize("model", ["cpce", "circle"])
@@ -45,7 +49,7 @@ def write(tmp_path, text):
     ("parameters:\n  train.lr: {type: float, low: 1.0e-3, high: 1.0e-2}", "lies outside the range"),
     ("parameters:\n  train.batch_size: {type: categorical, choices: [big, 128]}",
      "expected an integer"),
-    ("params: {}", "one top-level key 'parameters'"),
+    ("params: {}", "a top-level key 'parameters'"),
 ])
 def test_bad_space_files(tmp_path, body, message):
     with pytest.raises(UserInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -62,3 +66,42 @@ def test_best_trial_ignores_trials_with_fewer_folds():
     assert select_best(outcomes, 3, "psnr").trial_id == "c"
     assert select_best(outcomes, 3, "ssim").trial_id == "a"
     assert select_best(outcomes[1:2], 3, "psnr") is None
+
+
+@pytest.mark.parametrize("body,message", [
+    ("tpe: {startup_trials: 0}", "startup_trials must be an integer >= 1, got 0"),
+    ("tpe: {startup_trials: true}", "startup_trials must be an integer >= 1, got True"),
+    ("tpe: {n_startup_trials: 5}", "one key, startup_trials"),
+    ("sampler: {startup_trials: 5}", "top-level key 'parameters'"),
+])
+def test_bad_tpe_settings(tmp_path, body, message):
+    text = f"parameters:\n  loss.tau: {{type: float, low: 0.0, high: 1.0}}\n{body}"
+    with pytest.raises(UserInputError, match=message):
+        load_space(write(tmp_path, text), load_config("circle"))
+
+
+@pytest.mark.parametrize("startup", [3, 6])
+def test_tpe_draws_at_random_for_the_spaces_startup_trials_then_models(tmp_path, startup):
+    """TPE's first `startup` trials are its internal RandomSampler's draws (same seed); the next
+    one is modelled on them, so it differs."""
+    body = ("parameters:\n  loss.tau: {type: float, low: 0.0, high: 1.0}\n"
+            f"tpe: {{startup_trials: {startup}}}")
+    space = load_space(write(tmp_path, body), load_config("circle"))
+    assert space.startup_trials == startup
+
+    def draws(kind: str) -> list[float]:
+        study = optuna.create_study(sampler=make_sampler(kind, 7, space), direction="maximize")
+        study.optimize(lambda t: -abs(t.suggest_float("loss.tau", 0.0, 1.0) - 0.3), n_trials=startup + 1)
+        return [t.params["loss.tau"] for t in study.trials]
+
+    tpe, random = draws("tpe"), draws("random")
+    assert tpe[:startup] == random[:startup]
+    assert tpe[startup] != random[startup]
+
+
+def test_spaces_name_their_tpe_startup_or_take_optunas():
+    assert load_space(default_space_path("cpce"), load_config("cpce")).startup_trials == 5
+    demo = load_space(default_space_path("demo_cpce"),
+                      load_config("cpce", defaults_dir("configs") / "demo_cpce.yaml"))
+    assert demo.startup_trials == OPTUNA_STARTUP_TRIALS == \
+        inspect.signature(optuna.samplers.TPESampler).parameters["n_startup_trials"].default
