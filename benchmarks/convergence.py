@@ -7,12 +7,20 @@ warm-up, then the GAN losses beside a supervised L1 with a small adversarial wei
 VGG-19 features (no ImageNet weights can be downloaded here). The paper variant is the same
 config with the paper's losses (no warm-up, λ_adv 1, λ_l1 0). The budget fixes the patches per
 epoch: a short calibration times a warm-up step, a GAN iteration and a validation pass first.
-Target (2 CPU cores, 10 minutes per model): the recipe beats the LR input by >= +1.5 dB PSNR
-and >= +0.02 SSIM after its adversarial phase. Writes reports/benchmarks/convergence.json and
-convergence.png.
+Targets: on 2 CPU cores in 10 minutes per model, the recipe beats the LR input by >= +1.5 dB PSNR
+and >= +0.02 SSIM after its adversarial phase; on a GPU in 4 minutes per model, by >= +2.5 dB.
+Writes reports/benchmarks/convergence.json and convergence.png (`--device cuda`:
+convergence_cuda.json and convergence_cuda.png, in `--out`).
 
     python benchmarks/convergence.py [--minutes 10] [--paper-minutes 5] [--models cpce circle]
                                      [--variants recipe paper]
+
+On a GPU machine (which has torch, numpy, scikit-image, matplotlib and PyYAML, but no nibabel and
+no Ray or MLflow, neither of which this imports), with nibabel's wheel carried in `.whl/`:
+
+    pip install -q --no-index --no-deps --target /tmp/site .whl/nibabel-*.whl
+    PYTHONPATH=/tmp/site:. python benchmarks/convergence.py --device cuda --minutes 4 \
+        --variants recipe --out $OUT
 
 Rows of earlier runs for other (model, variant) pairs are kept in the JSON.
 """
@@ -21,12 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from common import RESULTS, write_result
+from common import RESULTS, host, write_result
 
 from mrisr_ray.config import Config, load_config, warmup_epochs
 from mrisr_ray.data.cache import Cache
@@ -39,36 +48,45 @@ from mrisr_ray.train.session import train_session
 
 PAPER_LOSSES = ["train.warmup_fraction=0.0", "loss.lambda_adv=1.0", "loss.lambda_l1=0.0"]
 VARIANTS = {"recipe": [], "paper": PAPER_LOSSES}
+# The recipe's gain over the LR input after its adversarial phase (PSNR dB, SSIM; None: no target)
+TARGETS = {"cpu": (1.5, 0.02), "cuda": (2.5, None)}
 
 
-def seconds_per_patch(config: Config, cache: Cache, val: list[str]) -> tuple[float, float, float]:
+def seconds_per_patch(config: Config, cache: Cache, val: list[str],
+                      ctx: LoopContext) -> tuple[float, float, float]:
     """(warm-up s/patch, GAN s/patch, s per validation pass), timed on this machine."""
-    steps = build_steps(config)
+    steps = build_steps(config, ctx.device)
     b, p = config.train.batch_size, config.data.patch_size
-    lq, gt = torch.rand(b, 1, p, p), torch.rand(b, 1, p, p)
+    lq, gt = torch.rand(b, 1, p, p, device=ctx.device), torch.rand(b, 1, p, p, device=ctx.device)
+
+    def synchronized(step) -> None:
+        step()
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize()
 
     def timed(step, repeats: int = 3) -> float:
-        step()
+        synchronized(step)
         started = time.perf_counter()
         for _ in range(repeats):
-            step()
+            synchronized(step)
         return (time.perf_counter() - started) / repeats
 
     warmup = timed(lambda: steps.warmup_step(lq, gt)) / b
     critic = timed(lambda: steps.critic_step(lq, gt))
     gan = (config.train.n_critic * critic + timed(lambda: steps.generator_step(lq, gt))) / b
     started = time.perf_counter()
-    validate(steps, cache, val, config, LoopContext())
+    validate(steps, cache, val, config, ctx)
     return warmup, gan, time.perf_counter() - started
 
 
-def run(model: str, variant: str, cache: Cache, epochs: int, budget_s: float, extra: list[str]) -> dict:
+def run(model: str, variant: str, cache: Cache, epochs: int, budget_s: float, extra: list[str],
+        ctx: LoopContext) -> dict:
     overrides = [*VARIANTS[variant], *extra]
     config = load_config(model, defaults_dir("configs") / f"demo_{model}.yaml",
                          ["loss.perceptual=random_vgg", f"train.epochs={epochs}", "train.sample_slices=0",
                           "train.val_max_slices=4", *overrides])
     fold = cache.splits.fold(0)
-    warm_s, gan_s, val_s = seconds_per_patch(config, cache, fold.val)
+    warm_s, gan_s, val_s = seconds_per_patch(config, cache, fold.val, ctx)
     warm = warmup_epochs(config.train)
     per_epoch = (budget_s - epochs * val_s) / (warm * warm_s + (epochs - warm) * gan_s)
     batch = config.train.batch_size
@@ -89,7 +107,7 @@ def run(model: str, variant: str, cache: Cache, epochs: int, budget_s: float, ex
               f"({m['val_ssim'] - lr_ssim:+.4f}), {time.perf_counter() - started:.0f} s", flush=True)
 
     with tempfile.TemporaryDirectory() as folder:
-        train_session(config, cache, fold.train, fold.val, LoopContext(), Path(folder), sink)
+        train_session(config, cache, fold.train, fold.val, ctx, Path(folder), sink)
     last = curve[-1]
     return {"model": model, "variant": variant, "overrides": overrides, "epochs": epochs,
             "budget_minutes": budget_s / 60,
@@ -130,31 +148,40 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["cpce", "circle"])
     parser.add_argument("--variants", nargs="+", default=["recipe", "paper"], choices=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON and PNG")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra config override for every run, e.g. train.lr=2e-4")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device here")
     torch.set_num_threads(args.threads)
+    ctx = LoopContext(device=torch.device(args.device))
+    name = "convergence" if args.device == "cpu" else "convergence_cuda"
     minutes = {"recipe": args.minutes, "paper": args.paper_minutes or args.minutes}
-    rows = earlier_rows()
+    psnr_target, ssim_target = TARGETS[args.device]
+    rows = earlier_rows(args.out / f"{name}.json")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "synthetic"
         prepare_synthetic_cache(path, n_subjects=20, n_slices=16, n_folds=2, test_fraction=0.3)
         cache = Cache.open(path)
         for model in args.models:
             for variant in args.variants:
-                row = run(model, variant, cache, args.epochs, minutes[variant] * 60, args.overrides)
+                row = run(model, variant, cache, args.epochs, minutes[variant] * 60, args.overrides, ctx)
                 rows = [r for r in rows if (r["model"], r["variant"]) != (model, variant)] + [row]
                 # Written after every run: an interrupted benchmark keeps what it measured.
-                result = write_result("convergence", {"threads": args.threads, "rows": rows})
+                result = write_result(name, {"threads": args.threads, "recipe_target": {
+                    "psnr_gain_db": psnr_target, "ssim_gain": ssim_target}, "rows": rows},
+                    host(), args.out)
                 print(f"{model:6s} {variant:6s}: {row['final']['psnr_gain']:+.2f} dB, SSIM "
                       f"{row['final']['ssim_gain']:+.4f} over the LR input after {row['seconds']:.0f} s "
-                      f"-> {result}", flush=True)
-    print(f"-> {plot(rows, RESULTS / 'convergence.png')}")
+                      f"(recipe target: >= +{psnr_target} dB"
+                      f"{f', >= +{ssim_target} SSIM' if ssim_target else ''}) -> {result}", flush=True)
+    print(f"-> {plot(rows, args.out / f'{name}.png')}")
 
 
-def earlier_rows() -> list[dict]:
+def earlier_rows(path: Path) -> list[dict]:
     """Rows of earlier runs (other models or variants), kept beside this run's."""
-    path = RESULTS / "convergence.json"
     return json.loads(path.read_text())["rows"] if path.is_file() else []
 
 

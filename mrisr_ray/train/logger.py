@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +36,19 @@ class MlflowLogger(ray.train.UserCallback):
         self.tracking, self.run_id = tracking_store, run_id
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
-                     checkpoint: ray.train.Checkpoint | None) -> None:
+                     checkpoint: ray.train.Checkpoint) -> None:
+        """Ray's hook after each report; rank 0 reports a checkpoint with every epoch (worker.py)."""
         t, run_id = self.tracking, self.run_id
         report = dict(metrics[0])
         epoch = int(report.pop(EPOCH))
         report.pop(SCORE, None)
         resumed = report.pop(RESUMED, None)
-        with checkpoint.as_directory() if checkpoint is not None else nullcontext() as folder:
-            grid, earlier_grid = ((None, None) if folder is None else
-                                  (Path(folder) / SAMPLES_FILE, Path(folder) / RESUMED_SAMPLES_FILE))
+        with checkpoint.as_directory() as folder:
             if resumed is not None:
-                retried(log_resumed, t, run_id, resumed, earlier_grid)
+                retried(log_resumed, t, run_id, resumed, Path(folder) / RESUMED_SAMPLES_FILE)
             retried(tracking.log_metrics, t, run_id, {**report, EPOCH: epoch}, step=epoch)
-            if grid is not None and grid.is_file():
+            grid = Path(folder) / SAMPLES_FILE
+            if grid.is_file():
                 retried(tracking.log_bytes, t, run_id, grid.read_bytes(), samples_artifact(epoch))
 
 
