@@ -6,7 +6,9 @@ with the demo-sized architectures of `configs/demo_<model>.yaml` (which carry th
 warm-up, then the GAN losses beside a supervised L1 with a small adversarial weight) and random
 VGG-19 features (no ImageNet weights can be downloaded here). The paper variant is the same
 config with the paper's losses (no warm-up, λ_adv 1, λ_l1 0). The budget fixes the patches per
-epoch: a short calibration times a warm-up step, a GAN iteration and a validation pass first.
+epoch, and adds epochs where the training subjects' patch grid is too small to fill the budget
+in `--epochs` (a fast device): a short calibration times a warm-up step, a GAN iteration and a
+validation pass first.
 Targets: on 2 CPU cores in 10 minutes per model, the recipe beats the LR input by >= +1.5 dB PSNR
 and >= +0.02 SSIM after its adversarial phase; on a GPU in 4 minutes per model, by >= +2.5 dB.
 Writes reports/benchmarks/convergence.json and convergence.png (`--device cuda`:
@@ -15,12 +17,15 @@ convergence_cuda.json and convergence_cuda.png, in `--out`).
     python benchmarks/convergence.py [--minutes 10] [--paper-minutes 5] [--models cpce circle]
                                      [--variants recipe paper]
 
-On a GPU machine (which has torch, numpy, scikit-image, matplotlib and PyYAML, but no nibabel and
-no Ray or MLflow, neither of which this imports), with nibabel's wheel carried in `.whl/`:
+On a GPU machine, which has torch, numpy, scikit-image, matplotlib and PyYAML but neither
+nibabel nor nilearn (this imports no Ray or MLflow): make the cohort's cache here and fetch
+nibabel's wheel into `.gpu/` (listed in `.git/info/exclude`), carry `.gpu`, and run there:
 
-    pip install -q --no-index --no-deps --target /tmp/site .whl/nibabel-*.whl
-    PYTHONPATH=/tmp/site:. python benchmarks/convergence.py --device cuda --minutes 4 \
-        --variants recipe --out $OUT
+    python benchmarks/convergence.py --cache .gpu/cache --prepare-only      # here
+    pip download --no-deps --only-binary=:all: --python-version 3.12 -d .gpu nibabel==5.4.2
+    pip install -q --no-index --no-deps --target /tmp/site .gpu/nibabel-*.whl   # there
+    PYTHONPATH=/tmp/site python benchmarks/convergence.py --cache .gpu/cache --device cuda \
+        --minutes 4 --variants recipe --out $OUT
 
 Rows of earlier runs for other (model, variant) pairs are kept in the JSON.
 """
@@ -32,18 +37,19 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from common import RESULTS, host, write_result
 
-from mrisr_ray.config import Config, load_config, warmup_epochs
-from mrisr_ray.data.cache import Cache
+from mrisr_ray.config import Config, TrainConfig, bf16_autocast, load_config, warmup_epochs
+from mrisr_ray.data.cache import MANIFEST, Cache
 from mrisr_ray.data.synthetic import prepare_synthetic_cache
 from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.plotting import pyplot
 from mrisr_ray.steps import build_steps
-from mrisr_ray.train.loop import LoopContext, validate
+from mrisr_ray.train.loop import LoopContext, make_sampler, validate
 from mrisr_ray.train.session import train_session
 
 PAPER_LOSSES = ["train.warmup_fraction=0.0", "loss.lambda_adv=1.0", "loss.lambda_l1=0.0"]
@@ -79,6 +85,20 @@ def seconds_per_patch(config: Config, cache: Cache, val: list[str],
     return warmup, gan, time.perf_counter() - started
 
 
+def fill_budget(train: TrainConfig, budget_s: float, grid: int, warm_s: float, gan_s: float,
+                val_s: float) -> tuple[int, float]:
+    """(epochs, patches per epoch) that fill `budget_s`: `train.epochs` epochs, or more where an
+    epoch would need more patches than the training subjects' patch grid holds (a fast device)."""
+    def per_epoch(epochs: int) -> float:
+        warm = warmup_epochs(replace(train, epochs=epochs))
+        return (budget_s - epochs * val_s) / (warm * warm_s + (epochs - warm) * gan_s)
+
+    epochs = train.epochs
+    while per_epoch(epochs + 1) >= grid:
+        epochs += 1
+    return epochs, min(grid, per_epoch(epochs))
+
+
 def run(model: str, variant: str, cache: Cache, epochs: int, budget_s: float, extra: list[str],
         ctx: LoopContext) -> dict:
     overrides = [*VARIANTS[variant], *extra]
@@ -86,10 +106,12 @@ def run(model: str, variant: str, cache: Cache, epochs: int, budget_s: float, ex
                          ["loss.perceptual=random_vgg", f"train.epochs={epochs}", "train.sample_slices=0",
                           "train.val_max_slices=4", *overrides])
     fold = cache.splits.fold(0)
-    warm_s, gan_s, val_s = seconds_per_patch(config, cache, fold.val, ctx)
-    warm = warmup_epochs(config.train)
-    per_epoch = (budget_s - epochs * val_s) / (warm * warm_s + (epochs - warm) * gan_s)
+    seconds = seconds_per_patch(config, cache, fold.val, ctx)
+    config.train.max_patches_per_epoch = None
+    grid = make_sampler(cache, fold.train, config, ctx).patches_per_epoch
+    epochs, per_epoch = fill_budget(config.train, budget_s, grid, *seconds)
     batch = config.train.batch_size
+    config.train.epochs = epochs
     config.train.max_patches_per_epoch = max(batch, int(per_epoch) // batch * batch)
     curve: list[dict] = []
     started = time.perf_counter()
@@ -111,7 +133,9 @@ def run(model: str, variant: str, cache: Cache, epochs: int, budget_s: float, ex
     last = curve[-1]
     return {"model": model, "variant": variant, "overrides": overrides, "epochs": epochs,
             "budget_minutes": budget_s / 60,
-            "warmup_epochs": warm, "patches_per_epoch": config.train.max_patches_per_epoch,
+            "warmup_epochs": warmup_epochs(config.train),
+            "bf16_autocast": bf16_autocast(config.train, ctx.device.type),
+            "patches_per_epoch": config.train.max_patches_per_epoch,
             "seconds": round(last["seconds"], 1),
             "lr_input": {"psnr": last["lr_input_psnr"], "ssim": last["lr_input_ssim"]},
             "final": {"psnr_gain": last["psnr_gain"], "ssim_gain": last["ssim_gain"]},
@@ -150,6 +174,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON and PNG")
+    parser.add_argument("--cache", type=Path, help="the synthetic cohort's cache, made there if it "
+                        "holds none (default: a temporary folder); a GPU machine, which has no "
+                        "nilearn to make one, is given one made here")
+    parser.add_argument("--prepare-only", action="store_true", help="make --cache, then stop")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra config override for every run, e.g. train.lr=2e-4")
     args = parser.parse_args()
@@ -162,8 +190,11 @@ def main() -> None:
     psnr_target, ssim_target = TARGETS[args.device]
     rows = earlier_rows(args.out / f"{name}.json")
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "synthetic"
-        prepare_synthetic_cache(path, n_subjects=20, n_slices=16, n_folds=2, test_fraction=0.3)
+        path = args.cache or Path(tmp) / "synthetic"
+        if not (path / MANIFEST).is_file():
+            prepare_synthetic_cache(path, n_subjects=20, n_slices=16, n_folds=2, test_fraction=0.3)
+        if args.prepare_only:
+            return
         cache = Cache.open(path)
         for model in args.models:
             for variant in args.variants:

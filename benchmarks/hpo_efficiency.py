@@ -45,10 +45,10 @@ BASE = ["loss.perceptual=random_vgg", "train.warmup_fraction=0.0", "loss.lambda_
         "loss.lambda_l1=0.0", "train.lr=1.0e-4", "train.sample_slices=0",
         "train.max_patches_per_epoch=384"]
 COHORT = {"n_subjects": 20, "n_slices": 16, "test_fraction": 0.3}  # the demo's cohort
-# Optuna's TPESampler(seed=s) draws every trial asked while fewer than 10 trials are complete or
-# pruned from an internal RandomSampler(seed=s): with one seed, its trials 1 to about 10 (after
-# the enqueued trial 0) would be the random search's, and a random best among them would be
-# "reached" by replaying it. The random search draws from its own seed.
+# Optuna's TPESampler(seed=s) draws every trial asked while fewer than the space's
+# `tpe.startup_trials` trials are complete or pruned from an internal RandomSampler(seed=s): with
+# one seed, its first trials after the enqueued trial 0 would be the random search's, and a random
+# best among them would be "reached" by replaying it. The random search draws from its own seed.
 RANDOM_SEED_OFFSET = 1000
 NONE_YET = float("-inf")  # best gain before any trial has completed
 

@@ -81,6 +81,11 @@ def default_config_path(model: str) -> Path:
     return defaults_dir("configs") / f"{model_spec(model).name}.yaml"
 
 
+def bf16_autocast(train: TrainConfig, device_type: str) -> bool:
+    """Whether training runs under bf16 autocast on this kind of device."""
+    return train.amp and (device_type == "cuda" or train.amp_on_cpu)
+
+
 def warmup_epochs(train: TrainConfig) -> int:
     """Epochs of the L1 warm-up: `warmup_fraction` of the epochs, rounded half up, and always
     at least one adversarial epoch after it."""

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mrisr_ray import losses
-from mrisr_ray.config import Config, perceptual_active
+from mrisr_ray.config import Config, bf16_autocast, perceptual_active
 from mrisr_ray.models.circle import CircleCritic, CircleGenerator
 from mrisr_ray.models.cpce import CPCECritic, CPCEGenerator
 from mrisr_ray.models.vgg import build_perceptual
@@ -54,8 +54,8 @@ class GanSteps:
     def __init__(self, config: Config, device: torch.device):
         self.config, self.loss, self.device = config, config.loss, device
         self.scorers: dict[str, nn.Module] = {}  # compiled critic forwards (`compile`)
-        use_amp = config.train.amp and (device.type == "cuda" or config.train.amp_on_cpu)
-        self.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)
+        enabled = bf16_autocast(config.train, device.type)
+        self.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def scorer(self, name: str) -> nn.Module:
         """Critic `name` as the generator step calls it: compiled by `compile` (same weights)."""

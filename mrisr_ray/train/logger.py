@@ -36,8 +36,8 @@ class MlflowLogger(ray.train.UserCallback):
         self.tracking, self.run_id = tracking_store, run_id
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
-                     checkpoint: ray.train.Checkpoint) -> None:
-        """Ray's hook after each report; rank 0 reports a checkpoint with every epoch (worker.py)."""
+                     checkpoint: ray.train.Checkpoint | None) -> None:
+        assert checkpoint is not None, "rank 0 reports a checkpoint with every epoch (worker.py)"
         t, run_id = self.tracking, self.run_id
         report = dict(metrics[0])
         epoch = int(report.pop(EPOCH))

@@ -64,8 +64,9 @@ class Plan:
             f"per trial    {self.resources.describe()} + {TRIAL_DRIVER_CPU} CPU for the trial driver "
             "(on the head node)",
             "search space " + "; ".join(d.describe() for d in self.space.dimensions),
-            "sampler      " + (f"Optuna TPE, random for the first {self.space.startup_trials} trials "
-                                 "(trial 0 among them)" if self.sampler == "tpe" else "random search"),
+            "sampler      " + (f"Optuna TPE: trial 0, then random draws until {self.space.startup_trials} "
+                                 "trials have completed or been pruned" if self.sampler == "tpe"
+                                 else "random search"),
         ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow.entities import Run
 
@@ -27,6 +28,9 @@ from mrisr_ray.tuning.outcomes import StudyResult, finish_study, outcomes_of
 from mrisr_ray.tuning.plan import TRIAL_DRIVER_CPU, Plan, StudyRequest, make_plan
 from mrisr_ray.tuning.space import SearchSpace
 from mrisr_ray.tuning.trial import StudySpec, cv_trial
+
+if TYPE_CHECKING:
+    import optuna
 
 
 class StudyInterrupted(KeyboardInterrupt):
@@ -135,14 +139,16 @@ def study_callback(spec: StudySpec):
     return StudyCallback()
 
 
-def make_sampler(kind: str, seed: int, space: SearchSpace):
+def optuna_sampler(kind: str, seed: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
     """Optuna's seeded sampler: TPE with the space's random startup trials, or random search.
     (Optuna's TPE is multivariate and uses the constant liar for concurrent trials by default.)"""
     import optuna
 
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=space.startup_trials)
-    return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {kind!r} (tpe or random)")
 
 
 def searcher(request: StudyRequest, plan: Plan, metric: str, defaults: dict, optuna_db: Path):
@@ -151,7 +157,7 @@ def searcher(request: StudyRequest, plan: Plan, metric: str, defaults: dict, opt
 
     return CVOptunaSearch.create(
         plan.folds, space=plan.space.define_by_run, metric=metric, mode="max",
-        points_to_evaluate=[defaults], sampler=make_sampler(plan.sampler, request.seed, plan.space),
+        points_to_evaluate=[defaults], sampler=optuna_sampler(plan.sampler, request.seed, plan.space),
         study_name=plan.name, storage=optuna.storages.RDBStorage(f"sqlite:///{optuna_db}"))
 
 

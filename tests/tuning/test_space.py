@@ -8,7 +8,7 @@ from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.tuning.outcomes import TrialOutcome, select_best
 from mrisr_ray.tuning.space import OPTUNA_STARTUP_TRIALS, default_space_path, load_space
-from mrisr_ray.tuning.study import make_sampler
+from mrisr_ray.tuning.study import optuna_sampler
 
 
 @pytest.mark.parametrize("model", ["cpce", "circle"])
@@ -90,7 +90,7 @@ def test_tpe_draws_at_random_for_the_spaces_startup_trials_then_models(tmp_path,
     assert space.startup_trials == startup
 
     def draws(kind: str) -> list[float]:
-        study = optuna.create_study(sampler=make_sampler(kind, 7, space), direction="maximize")
+        study = optuna.create_study(sampler=optuna_sampler(kind, 7, space), direction="maximize")
         study.optimize(lambda t: -abs(t.suggest_float("loss.tau", 0.0, 1.0) - 0.3), n_trials=startup + 1)
         return [t.params["loss.tau"] for t in study.trials]
 
@@ -100,7 +100,8 @@ def test_tpe_draws_at_random_for_the_spaces_startup_trials_then_models(tmp_path,
 
 
 def test_spaces_name_their_tpe_startup_or_take_optunas():
-    assert load_space(default_space_path("cpce"), load_config("cpce")).startup_trials == 5
+    for space, model in (("cpce", "cpce"), ("circle", "circle"), ("hpo_benchmark_cpce", "cpce")):
+        assert load_space(default_space_path(space), load_config(model)).startup_trials == 5
     demo = load_space(default_space_path("demo_cpce"),
                       load_config("cpce", defaults_dir("configs") / "demo_cpce.yaml"))
     assert demo.startup_trials == OPTUNA_STARTUP_TRIALS == \
