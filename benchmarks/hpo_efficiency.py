@@ -13,7 +13,7 @@ spaces), the random search is seeded with seed + 1000 (RANDOM_SEED_OFFSET). Meas
 fold trainings TPE + ASHA needed before its best complete trial reached the random search's final
 best gain, as a share of the random search's fold trainings (target: at most 40% at the median
 over seeds). Results accumulate across runs, one row per seed, in
-reports/benchmarks/hpo_efficiency.json. Run by hand (about 27 minutes per seed on 2 cores):
+reports/benchmarks/hpo_efficiency.json. Run by hand (about 26 minutes per seed on 2 cores):
 
     python benchmarks/hpo_efficiency.py --seeds 0 1 2 [--trials 14] [--folds 2]
 """
