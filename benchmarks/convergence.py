@@ -18,13 +18,14 @@ convergence_cuda.json and convergence_cuda.png, in `--out`).
                                      [--variants recipe paper]
 
 On a GPU machine, which has torch, numpy, scikit-image, matplotlib and PyYAML but neither
-nibabel nor nilearn (this imports no Ray or MLflow): make the cohort's cache here and fetch
-nibabel's wheel into `.gpu/` (listed in `.git/info/exclude`), carry `.gpu`, and run there:
+nibabel nor nilearn (this imports no Ray or MLflow): write the cohort's scans here (10 MB; its
+cache, about 90 MB, is over what travels), fetch nibabel's wheel beside them into `.gpu/` (listed
+in `.git/info/exclude`), carry `.gpu`, and there build the cache from those scans and train:
 
-    python benchmarks/convergence.py --cache .gpu/cache --prepare-only      # here
+    python benchmarks/convergence.py --cohort .gpu/cohort --prepare-only            # here
     pip download --no-deps --only-binary=:all: --python-version 3.12 -d .gpu nibabel==5.4.2
-    pip install -q --no-index --no-deps --target /tmp/site .gpu/nibabel-*.whl   # there
-    PYTHONPATH=/tmp/site python benchmarks/convergence.py --cache .gpu/cache --device cuda \
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/nibabel-*.whl  # there
+    PYTHONPATH=/tmp/site:. python3 benchmarks/convergence.py --cohort .gpu/cohort --device cuda \
         --minutes 4 --variants recipe --out $OUT
 
 Rows of earlier runs for other (model, variant) pairs are kept in the JSON.
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -44,7 +46,8 @@ import torch
 from common import RESULTS, host, write_result
 
 from mrisr_ray.config import Config, TrainConfig, bf16_autocast, load_config, warmup_epochs
-from mrisr_ray.data.cache import MANIFEST, Cache
+from mrisr_ray.data.cache import Cache, Protocol, prepare_cache
+from mrisr_ray.data.discovery import discover_scans
 from mrisr_ray.data.synthetic import prepare_synthetic_cache
 from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.plotting import pyplot
@@ -55,6 +58,7 @@ from mrisr_ray.train.session import train_session
 PAPER_LOSSES = ["train.warmup_fraction=0.0", "loss.lambda_adv=1.0", "loss.lambda_l1=0.0"]
 VARIANTS = {"recipe": [], "paper": PAPER_LOSSES}
 # The recipe's gain over the LR input after its adversarial phase (PSNR dB, SSIM; None: no target)
+COHORT = {"n_subjects": 20, "n_slices": 16, "n_folds": 2, "test_fraction": 0.3}
 TARGETS = {"cpu": (1.5, 0.02), "cuda": (2.5, None)}
 
 
@@ -94,9 +98,9 @@ def fill_budget(train: TrainConfig, budget_s: float, grid: int, warm_s: float, g
         return (budget_s - epochs * val_s) / (warm * warm_s + (epochs - warm) * gan_s)
 
     epochs = train.epochs
-    while per_epoch(epochs + 1) >= grid:
+    while per_epoch(epochs) > grid:
         epochs += 1
-    return epochs, min(grid, per_epoch(epochs))
+    return epochs, per_epoch(epochs)
 
 
 def run(model: str, variant: str, cache: Cache, epochs: int, budget_s: float, extra: list[str],
@@ -111,6 +115,9 @@ def run(model: str, variant: str, cache: Cache, epochs: int, budget_s: float, ex
     grid = make_sampler(cache, fold.train, config, ctx).patches_per_epoch
     epochs, per_epoch = fill_budget(config.train, budget_s, grid, *seconds)
     batch = config.train.batch_size
+    if per_epoch < batch:
+        sys.exit(f"{model} {variant}: {budget_s / 60:g} minutes leave less than one batch per epoch "
+                 f"after {epochs} validation passes of {seconds[2]:.0f} s; give more --minutes")
     config.train.epochs = epochs
     config.train.max_patches_per_epoch = max(batch, int(per_epoch) // batch * batch)
     curve: list[dict] = []
@@ -174,13 +181,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON and PNG")
-    parser.add_argument("--cache", type=Path, help="the synthetic cohort's cache, made there if it "
-                        "holds none (default: a temporary folder); a GPU machine, which has no "
-                        "nilearn to make one, is given one made here")
-    parser.add_argument("--prepare-only", action="store_true", help="make --cache, then stop")
+    parser.add_argument("--cohort", type=Path, help="the synthetic cohort's scans: read from this "
+                        "folder, or written there first if it does not exist (a GPU machine has no "
+                        "nilearn to write them)")
+    parser.add_argument("--prepare-only", action="store_true", help="write --cohort, then stop")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra config override for every run, e.g. train.lr=2e-4")
     args = parser.parse_args()
+    if args.prepare_only and args.cohort is None:
+        parser.error("--prepare-only needs --cohort DIR")
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here")
     torch.set_num_threads(args.threads)
@@ -190,18 +199,15 @@ def main() -> None:
     psnr_target, ssim_target = TARGETS[args.device]
     rows = earlier_rows(args.out / f"{name}.json")
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.cache or Path(tmp) / "synthetic"
-        if not (path / MANIFEST).is_file():
-            prepare_synthetic_cache(path, n_subjects=20, n_slices=16, n_folds=2, test_fraction=0.3)
+        cache = cohort_cache(Path(tmp) / "cache", args.cohort)
         if args.prepare_only:
             return
-        cache = Cache.open(path)
         for model in args.models:
             for variant in args.variants:
                 row = run(model, variant, cache, args.epochs, minutes[variant] * 60, args.overrides, ctx)
                 rows = [r for r in rows if (r["model"], r["variant"]) != (model, variant)] + [row]
                 # Written after every run: an interrupted benchmark keeps what it measured.
-                result = write_result(name, {"threads": args.threads, "recipe_target": {
+                result = write_result(name, {"threads": args.threads, "cohort": COHORT, "recipe_target": {
                     "psnr_gain_db": psnr_target, "ssim_gain": ssim_target}, "rows": rows},
                     host(), args.out)
                 print(f"{model:6s} {variant:6s}: {row['final']['psnr_gain']:+.2f} dB, SSIM "
@@ -209,6 +215,23 @@ def main() -> None:
                       f"(recipe target: >= +{psnr_target} dB"
                       f"{f', >= +{ssim_target} SSIM' if ssim_target else ''}) -> {result}", flush=True)
     print(f"-> {plot(rows, args.out / f'{name}.png')}")
+
+
+def cohort_cache(folder: Path, cohort: Path | None) -> Cache:
+    """The benchmark cohort's cache, built in `folder` from `cohort`'s scans where that folder
+    exists, else from scans generated now (and kept in `cohort` if given)."""
+    if cohort is not None and cohort.is_dir():
+        scans = discover_scans(cohort)
+        if sorted(s.subject for s in scans) != [f"synth{i:03d}" for i in range(COHORT["n_subjects"])]:
+            sys.exit(f"--cohort {cohort}: expected the scans synth000 to synth"
+                     f"{COHORT['n_subjects'] - 1:03d} that --prepare-only writes")
+        prepare_cache(scans, folder, Protocol(), n_folds=COHORT["n_folds"],
+                      test_fraction=COHORT["test_fraction"])
+    else:
+        prepare_synthetic_cache(folder, **COHORT)
+        if cohort is not None:
+            shutil.copytree(folder / "nifti", cohort)
+    return Cache.open(folder)
 
 
 def earlier_rows(path: Path) -> list[dict]:

@@ -37,6 +37,7 @@ class MlflowLogger(ray.train.UserCallback):
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
                      checkpoint: ray.train.Checkpoint | None) -> None:
+        """Log the epoch's metrics and sample grid, and what a resumed run restored."""
         assert checkpoint is not None, "rank 0 reports a checkpoint with every epoch (worker.py)"
         t, run_id = self.tracking, self.run_id
         report = dict(metrics[0])

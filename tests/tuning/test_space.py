@@ -106,3 +106,9 @@ def test_spaces_name_their_tpe_startup_or_take_optunas():
                       load_config("cpce", defaults_dir("configs") / "demo_cpce.yaml"))
     assert demo.startup_trials == OPTUNA_STARTUP_TRIALS == \
         inspect.signature(optuna.samplers.TPESampler).parameters["n_startup_trials"].default
+
+
+def test_an_unknown_sampler_is_refused():
+    space = load_space(default_space_path("cpce"), load_config("cpce"))
+    with pytest.raises(ValueError, match="unknown sampler 'grid'"):
+        optuna_sampler("grid", 0, space)
