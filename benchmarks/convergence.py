@@ -57,8 +57,8 @@ from mrisr_ray.train.session import train_session
 
 PAPER_LOSSES = ["train.warmup_fraction=0.0", "loss.lambda_adv=1.0", "loss.lambda_l1=0.0"]
 VARIANTS = {"recipe": [], "paper": PAPER_LOSSES}
-# The recipe's gain over the LR input after its adversarial phase (PSNR dB, SSIM; None: no target)
 COHORT = {"n_subjects": 20, "n_slices": 16, "n_folds": 2, "test_fraction": 0.3}
+# The recipe's gain over the LR input after its adversarial phase (PSNR dB, SSIM; None: no target)
 TARGETS = {"cpu": (1.5, 0.02), "cuda": (2.5, None)}
 
 

@@ -60,7 +60,7 @@ class Dimension:
 class SearchSpace:
     path: Path
     dimensions: tuple[Dimension, ...]
-    startup_trials: int = OPTUNA_STARTUP_TRIALS  # random draws before TPE models (`tpe:`)
+    startup_trials: int  # random draws before TPE models (`tpe:`, else OPTUNA_STARTUP_TRIALS)
 
     def define_by_run(self, trial) -> None:
         for dimension in self.dimensions:
