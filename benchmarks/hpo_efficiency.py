@@ -132,7 +132,7 @@ def earlier_rows(args) -> list[dict]:
 
 
 def at_target_budget(row: dict) -> dict:
-    """Each method's best gain after the target's share of random's fold trainings (11 of 28):
+    """Each method's best gain after the target's share of random's fold trainings (11 of 28 by default):
     who is ahead at the budget the target names, beside when random's final best is reached."""
     budget = math.floor(TARGET_SHARE * row["random_fold_trainings"])
     tpe = row["tpe_asha_history_db"]  # shorter than the budget only if ASHA stopped nearly everything
