@@ -76,26 +76,37 @@ def _circle_steps(config: Config, device: Any, wrap: Callable) -> GanSteps:
     return CircleSteps(config, device, wrap)
 
 
+def _circle_switched_deviations(config: Config) -> list[str]:
+    lines = []
+    if config.circle.dropout > 0:
+        lines.append(f"dropout p={config.circle.dropout:g} active in training (official code: inactive)")
+    if config.loss.gp_weight != 1.0:
+        lines.append(f"GP weight {config.loss.gp_weight:g} (official code 1)")
+    if config.train.n_critic != 1:
+        lines.append(f"{config.train.n_critic} critic steps per generator step (official code 1)")
+    return lines
+
+
 MODELS: dict[str, ModelSpec] = {
     "cpce": ModelSpec(
         name="cpce", label="GAN-CPCE", config=CPCEConfig, generator=_cpce_generator, steps=_cpce_steps,
         loss_keys=("loss.perceptual", "loss.vgg_weights", "loss.lambda_p"), perceptual=True,
         switched_deviations=_cpce_switched_deviations,
         deviations=(
-            "VGG-19: torchvision weights with ImageNet mean/std (paper: Caffe BGR)",
-            "lr schedule: the MRI paper's (1e-4 then linear to 2e-6), not the CT code's 1e-4/(e+1)",
+            "lr schedule: constant, then linear decay, as the MRI paper (CT code: lr/(epoch+1))",
         )),
     "circle": ModelSpec(
         name="circle", label="GAN-CIRCLE", config=CircleConfig, generator=_circle_generator,
         steps=_circle_steps,
         loss_keys=("loss.lambda_cycle", "loss.lambda_identity", "loss.lambda_jst", "loss.tau"),
+        switched_deviations=_circle_switched_deviations,
         deviations=(
             "same-grid G and F: stride 1, no up/down-sampling, global residual",
             "G and F: last layer zero-initialised, so both start as the identity",
-            "reconstruction: A 24, B 8->8, one 3x3 conv 32->1",
-            "dropout p=0.2 active in training (official code: inactive)",
-            "critic: 4 stages 4x4/s2 64-512 + FC 1024 + FC 1 (official code: PatchGAN)",
-            "JST on G(x) with tau; GP weight 10; Adam (0.5, 0.999); 4 critic steps",
+            "reconstruction: one 3x3 conv in place of up-sampling",
+            "critic: 4x4/s2 conv stages + FC + FC 1 as the paper (official code: PatchGAN)",
+            "JST on G(x) with tau (official code: on the identity outputs)",
+            "paired LR/HR patches (official code: independent shuffles)",
         )),
 }
 
