@@ -86,10 +86,16 @@ def bf16_autocast(train: TrainConfig, device_type: str) -> bool:
     return train.amp and (device_type == "cuda" or train.amp_on_cpu)
 
 
+def epochs_share(fraction: float, epochs: int) -> float:
+    """`fraction` of `epochs`, without the float error of the product (0.55 × 100 is
+    55.00000000000001, which `ceil` would make 56)."""
+    return round(fraction * epochs, 9)
+
+
 def warmup_epochs(train: TrainConfig) -> int:
     """Epochs of the L1 warm-up: `warmup_fraction` of the epochs, rounded half up, and always
     at least one adversarial epoch after it."""
-    return min(int(train.warmup_fraction * train.epochs + 0.5), train.epochs - 1)
+    return min(int(epochs_share(train.warmup_fraction, train.epochs) + 0.5), train.epochs - 1)
 
 
 def losses_described(config: Config) -> str:

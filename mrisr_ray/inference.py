@@ -54,14 +54,15 @@ def retain_freed_memory() -> bool:
 
 
 class SliceRunner:
-    """G prepared once for inference on `device` (default: where G's parameters are)."""
+    """G prepared once for inference on `device` (default: where G's parameters are), in float32
+    everywhere (validation, report, predict): the scores that select a model and those reported
+    come from the same arithmetic."""
 
     def __init__(self, generator: nn.Module, device: torch.device | str | None = None,
-                 batch_size: int | None = None, amp: bool = False):
+                 batch_size: int | None = None):
         self.device = torch.device(device) if device is not None else next(generator.parameters()).device
         gpu = self.device.type == "cuda"
         self.batch_size = batch_size or (GPU_BATCH if gpu else 1)
-        self.amp = amp
         self.net = copy.deepcopy(generator).eval().requires_grad_(False).to(
             self.device, memory_format=torch.channels_last)
 
@@ -90,9 +91,9 @@ class SliceRunner:
         return torch.cat(outputs) if outputs else torch.zeros_like(lr)
 
     def _forward(self, chunk: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
+        with torch.inference_mode():
             x = chunk[:, None].contiguous(memory_format=torch.channels_last)
-            return self.net(x)[:, 0].float()
+            return self.net(x)[:, 0]
 
     def _forward_threads(self, chunks: list[torch.Tensor], threads: int) -> list[torch.Tensor]:
         """Chunks on `threads` threads of one torch thread each (torch's count is per thread for
@@ -114,18 +115,16 @@ def ensemble(runners: list[SliceRunner], lr: torch.Tensor) -> torch.Tensor:
     return total / len(runners)
 
 
-def super_resolve(generator: nn.Module, lr: torch.Tensor, batch_size: int | None = None,
-                  amp: bool = False) -> torch.Tensor:
+def super_resolve(generator: nn.Module, lr: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """G applied to (n, H, W) LR slices on G's device; returns (n, H, W) float32 (`SliceRunner`
     made for one call)."""
-    return SliceRunner(generator, batch_size=batch_size, amp=amp)(lr)
+    return SliceRunner(generator, batch_size=batch_size)(lr)
 
 
 def degrade_and_super_resolve(generator: nn.Module, hr: np.ndarray, keep: float,
-                              batch_size: int | None = None,
-                              amp: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                              batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(LR, SR) numpy arrays for (n, H, W) HR slices."""
     device = next(generator.parameters()).device
     lr = degrade(torch.from_numpy(np.ascontiguousarray(hr)).to(device), keep)
-    sr = super_resolve(generator, lr, batch_size, amp)
+    sr = super_resolve(generator, lr, batch_size)
     return lr.cpu().numpy(), sr.cpu().numpy()

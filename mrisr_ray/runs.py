@@ -236,12 +236,6 @@ def study_runs(t: Tracking, experiment: str, study: str | None = None, model: st
     return _search(t, experiment, RunKind.STUDY, {STUDY: study, MODEL: model}, finished)
 
 
-def find_study(t: Tracking, experiment: str, model: str, name: str | None = None) -> Run | None:
-    """The finished study `name` of `model`, or (no name) the most recent finished one."""
-    found = study_runs(t, experiment, study=name, model=model, finished=True)
-    return found[0] if found else None
-
-
 def study_trials(t: Tracking, experiment: str, study: str) -> list[Run]:
     """Every trial run of a study, newest first."""
     return _search(t, experiment, RunKind.TRIAL, {STUDY: study})

@@ -90,10 +90,10 @@ def test_queries_find_exactly_their_runs(store, cache):
     assert ids(runs.study_runs(t, EXPERIMENT, study="s1")) == {s1}
     assert ids(runs.study_runs(t, EXPERIMENT, model="circle")) == {s3}
     assert ids(runs.study_runs(t, EXPERIMENT, finished=True)) == {s1, s2}
-    assert runs.find_study(t, EXPERIMENT, "cpce").info.run_id == s2
-    assert runs.find_study(t, EXPERIMENT, "cpce", "s1").info.run_id == s1
-    assert runs.find_study(t, EXPERIMENT, "circle") is None  # s3 is still running
-    assert runs.find_study(t, EXPERIMENT, "cpce", "s3") is None  # another model's study
+    assert [r.info.run_id for r in runs.study_runs(t, EXPERIMENT, model="cpce", finished=True)] == [s2, s1]
+    assert ids(runs.study_runs(t, EXPERIMENT, study="s1", model="cpce", finished=True)) == {s1}
+    assert runs.study_runs(t, EXPERIMENT, model="circle", finished=True) == []  # s3 is still running
+    assert runs.study_runs(t, EXPERIMENT, study="s3", model="cpce") == []  # another model's study
 
     assert ids(runs.trial_runs(t, EXPERIMENT, "s1", "t0")) == {s1_t0}
     assert ids(runs.trial_runs(t, EXPERIMENT, "s2", "t0")) == {s2_t0}

@@ -16,15 +16,16 @@ from mrisr_ray.report.sources import ModelSource
 # Seed paper, Table 1 (IXI T2, Guy's, 955 test slices; normalisation and metric protocol unstated).
 PAPER_TABLE = [("GAN-CPCE (paper, quoted)", 33.2031, 0.9563), ("GAN-CIRCLE (paper, quoted)", 32.2995, 0.9465)]
 
-PROTOCOL = (
-    "Test subjects only (subject-level split; no slice of a test subject was used for training, "
-    "validation or for choosing the TV weight). Volumes min-max normalised to [0, 1]; LR made by "
-    "keeping the central 25% of 2-D k-space; outputs clipped to [0, 1]. Per subject: PSNR from the "
-    "MSE over all kept slices (data range 1.0); SSIM = mean over slices of 2-D SSIM (Gaussian window "
-    "σ = 1.5, population covariance, data range 1.0), on whole slices. Table: mean ± SD over "
-    "subjects; 'pooled' = mean over all slices (what the paper most likely reported). Details: "
-    "docs/metrics.md."
-)
+
+def protocol(keep: float) -> str:
+    """The metric protocol; `keep`: the share of each k-space axis the cache's LR kept."""
+    return ("Test subjects only (subject-level split; no slice of a test subject was used for training, "
+            "validation or for choosing the TV weight). Volumes min-max normalised to [0, 1]; LR made by "
+            f"keeping the central {keep * keep:.0%} of 2-D k-space ({keep:.0%} of each axis); outputs "
+            "clipped to [0, 1]. Per subject: PSNR from the MSE over all kept slices (data range 1.0); SSIM = "
+            "mean over slices of 2-D SSIM (Gaussian window σ = 1.5, population covariance, data range 1.0), "
+            "on whole slices. Table: mean ± SD over subjects; 'pooled' = mean over all slices (what the "
+            "paper most likely reported). Details: docs/metrics.md.")
 
 
 def fmt(mean: float, sd: float, digits: int) -> str:
@@ -127,7 +128,7 @@ def render(evaluation: Evaluation, sources: list[ModelSource], data: dict, figur
     lines += ["## Figures", ""]
     for name in figures:
         lines += [f"![{name}]({name})", "", f"*{caption(name)}*", ""]
-    lines += ["## Protocol", "", PROTOCOL, "",
+    lines += ["## Protocol", "", protocol(data["keep"]), "",
               "The paper's Table 1 is quoted as published; its normalisation and metric protocol are "
               "not stated, so its numbers are not comparable with the rows above.", ""]
     lines += ["## Deviations from the paper", ""]

@@ -59,11 +59,12 @@ class ReportResult:
     run_id: str
 
 
-def retrained(request: ReportRequest, model: str, choice: str | None, watch: Watch) -> ModelSource:
+def retrained(request: ReportRequest, cache: Cache, model: str, choice: str | None,
+              watch: Watch) -> ModelSource:
     """Train the chosen configuration on all non-test subjects (`--retrain`)."""
     from mrisr_ray.train.run import TrainRequest, train
 
-    config, origin = config_of(request.tracking, request.experiment, model, choice)
+    config, origin = config_of(request.tracking, request.experiment, model, choice, cache)
     result = train(TrainRequest(config=config, cache=request.cache, workdir=request.workdir,
                                 tracking=request.tracking, fold=None, device=request.device,
                                 experiment=request.experiment, vgg_weights=request.vgg_weights,
@@ -77,7 +78,7 @@ def model_sources(request: ReportRequest, cache: Cache, watch: Watch) -> list[Mo
     for model in MODELS:
         choice = request.choices.get(model)
         if request.retrain:
-            source = retrained(request, model, choice, watch)
+            source = retrained(request, cache, model, choice, watch)
         else:
             if choice and Path(choice).is_file():
                 raise UserInputError(f"--{model} {choice}: a config file needs --retrain (fold models "
@@ -146,7 +147,8 @@ def make_report(request: ReportRequest, track: Track = no_progress,
     made += study_figures(request, [s.study for s in sources if s.study], folder)
     synthetic = "synthetic" in cache.manifest.origin
     data = {"cache": cache.path, "origin": "synthetic cohort" if synthetic else "IXI T2",
-            "synthetic": synthetic, "protocol_hash": cache.manifest.protocol_hash, "n_test": len(test),
+            "synthetic": synthetic, "protocol_hash": cache.manifest.protocol_hash, "keep": cache.keep,
+            "n_test": len(test),
             "n_slices": sum(len(s.slice_psnr) for s in evaluation.scores[LR_ROW]),
             "provenance": SYNTHETIC_PROVENANCE if synthetic else IXI_PROVENANCE}
     report = folder / "report.md"

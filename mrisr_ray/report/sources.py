@@ -103,15 +103,24 @@ def check_unseen(tracking: Tracking, study: Run, folds: list[Run], cache: Cache)
                              f"from study {name}'s {protocol}")
 
 
+def best_of_study(tracking: Tracking, experiment: str, model: str, name: str | None,
+                  cache: Cache) -> tuple[Run, Run, list[Run]]:
+    """(study, best trial, its fold runs) of the study `finished_study` picks, checked to have never
+    seen a test subject of `cache` (`check_unseen`)."""
+    study = finished_study(tracking, experiment, model, name, cache)
+    trial = runs.best_trial(tracking, experiment, study)
+    folds = runs.fold_runs(tracking, experiment, study.data.tags[runs.STUDY], trial.data.tags[runs.TRIAL_ID],
+                           finished=True)
+    check_unseen(tracking, study, folds, cache)
+    return study, trial, folds
+
+
 def from_study(tracking: Tracking, experiment: str, model: str, name: str | None,
                cache: Cache) -> ModelSource:
     """The best trial's fold generators (an ensemble) and its CV scores, checked to have never
     seen a test subject of `cache`."""
-    study = finished_study(tracking, experiment, model, name, cache)
-    trial = runs.best_trial(tracking, experiment, study)
+    study, trial, folds = best_of_study(tracking, experiment, model, name, cache)
     study_name, best = study.data.tags[runs.STUDY], trial.data.tags[runs.TRIAL_ID]
-    folds = runs.fold_runs(tracking, experiment, study_name, best, finished=True)
-    check_unseen(tracking, study, folds, cache)
     config = runs.load_run_config(tracking, trial.info.run_id)
     with tempfile.TemporaryDirectory() as tmp:
         generators = [load_generator(config, runs.download_generator(tracking, run.info.run_id,
@@ -134,19 +143,17 @@ def from_study(tracking: Tracking, experiment: str, model: str, name: str | None
                        default_config=default_config)
 
 
-def config_of(tracking: Tracking, experiment: str, model: str, choice: str | None) -> tuple[Config, str]:
-    """(config, origin) for --retrain: a YAML file, or a study's best trial (from any cache: only
-    its configuration is used, retrained on this cache's non-test subjects)."""
+def config_of(tracking: Tracking, experiment: str, model: str, choice: str | None,
+              cache: Cache) -> tuple[Config, str]:
+    """(config, origin) for --retrain: a YAML file, or a study's best trial, checked as the fold
+    ensemble is (`best_of_study`): a study that selected its configuration on a test subject of
+    `cache` would leak that subject into the retrained model."""
     if choice and Path(choice).is_file():
         config = load_config(path=choice)
         if config.model != model:
             raise UserInputError(f"{choice}: is a {config.model} config, given for --{model}")
         return config, f"config {choice}"
-    study = runs.find_study(tracking, experiment, model, choice) if tracking.exists() else None
-    if study is None:
-        raise UserInputError(f"no {'study named ' + repr(choice) if choice else 'finished study'} of "
-                             f"{model} in {tracking.uri}; pass --{model} CONFIG.yaml with --retrain")
-    trial = runs.best_trial(tracking, experiment, study)
-    origin = (f"best configuration of study {study.data.tags[runs.STUDY]} "
-              f"(trial {trial.data.tags[runs.TRIAL_ID]})")
-    return runs.load_run_config(tracking, trial.info.run_id), origin
+    study, trial, _ = best_of_study(tracking, experiment, model, choice, cache)
+    name, best = study.data.tags[runs.STUDY], trial.data.tags[runs.TRIAL_ID]
+    config = runs.load_run_config(tracking, trial.info.run_id)
+    return config, f"best configuration of study {name} (trial {best})"

@@ -67,11 +67,10 @@ class Validation:
 def validate(steps: GanSteps, cache: Cache, subjects: list[str], config: Config,
              ctx: LoopContext) -> Validation:
     """Subjects are sharded across ranks and gathered."""
-    amp = config.train.amp and ctx.device.type == "cuda"
     mine = []
     for subject in subjects[ctx.rank :: ctx.world_size]:
         hr = np.asarray(cache.slices(subject, config.train.val_max_slices))
-        lq, sr = degrade_and_super_resolve(steps.sr_generator, hr, cache.keep, amp=amp)
+        lq, sr = degrade_and_super_resolve(steps.sr_generator, hr, cache.keep)
         mine.append((score_subject(subject, sr, hr), score_subject(subject, lq, hr)))
     if ctx.world_size > 1:
         gathered: list[list[tuple[SubjectScore, SubjectScore]]] = [[] for _ in range(ctx.world_size)]

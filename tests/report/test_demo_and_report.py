@@ -77,6 +77,8 @@ def test_demo_prints_the_table_timing_and_where_things_are(demo):
     assert "GAN-CPCE vs LR input (zero-filled): PSNR p = " in report
     assert "random_vgg" in report or "vgg" in report
     assert "Deviations from the paper" in report
+    assert "train.epochs 4 (configs/cpce.yaml: 100)" in report  # the demo config, as a deviation
+    assert "central 25% of 2-D k-space (50% of each axis)" in report  # the cache's keep 0.5
     # The demo's trial 0 is its base configuration, the recipe, and the report says so.
     assert "Trial 0 of the same study (its base configuration, with L1 warm-up 2 of 4 epochs" in report
 
@@ -204,6 +206,12 @@ def test_report_never_scores_a_subject_the_models_trained_on(demo, tmp_path):
     (study,) = runs.study_runs(t, "mrisr-ray", model="cpce", finished=True)
     name = study.data.tags[runs.STUDY]
     assert_one_line_error(run_cli("report", "--data", other, "--workdir", workdir, "--cpce", name),
+                          f"study '{name}' trained on test subject(s) {', '.join(leaked)} of {other}")
+    # --retrain takes a study's configuration, chosen on its folds: the same subjects, refused alike.
+    assert_one_line_error(run_cli("report", "--data", other, "--workdir", workdir, "--retrain"),
+                          "no finished cpce study was tuned on", str(other))
+    assert_one_line_error(run_cli("report", "--data", other, "--workdir", workdir, "--cpce", name,
+                                  "--retrain"),
                           f"study '{name}' trained on test subject(s) {', '.join(leaked)} of {other}")
     # A store older than the digests: judged by the splits.json its fold runs logged.
     studies = runs.study_runs(t, "mrisr-ray", finished=True)
