@@ -9,6 +9,8 @@ run ▸ trial runs ▸ fold runs.
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -171,10 +173,23 @@ def scheduler(request: StudyRequest, plan: Plan, metric: str):
                          grace_period=1, reduction_factor=2)
 
 
+def check_private(experiment_path: Path) -> None:
+    """Refuse a study folder that another user could have written: Ray Tune restores a study, and
+    reads its trials back, by unpickling the files at its top (tuner.pkl, the searcher's state,
+    the trials in experiment_state-*.json), so a foreign or world-writable one could run code."""
+    for path in (experiment_path, *experiment_path.iterdir()):
+        info = path.lstat()
+        if info.st_uid != os.getuid() or info.st_mode & stat.S_IWOTH:
+            raise UserInputError(f"{path}: owned by another user or writable by everyone; Ray would "
+                                 "unpickle it, so mrisr-ray will not: chmod o-w it, or tune under a "
+                                 "private --storage-path")
+
+
 def unfinished_trials(experiment_path: Path, planned: int) -> int:
     """Trials not yet ended (a Ctrl-C'd study): still pending/running/paused, or never created."""
     from ray.tune import ExperimentAnalysis
 
+    check_private(experiment_path)
     trials = ExperimentAnalysis(str(experiment_path)).trials
     return sum(t.status not in ("TERMINATED", "ERROR") for t in trials) + max(0, planned - len(trials))
 
@@ -194,6 +209,8 @@ def run_study(request: StudyRequest, watch: Watch = no_watch) -> StudyResult:
     experiment_path, optuna_db = study_paths(request, plan.name)
     if request.resume and not experiment_path.is_dir():
         raise UserInputError(f"--resume: no study named {plan.name!r} under {experiment_path.parent}")
+    if request.resume:
+        check_private(experiment_path)
     if request.address is None:
         check_local_request(plan.resources, "--gpus-per-worker")
     # Missing VGG weights stop here, with the instructions, not in every trial.

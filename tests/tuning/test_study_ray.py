@@ -2,6 +2,7 @@
 
 import json
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -165,6 +166,15 @@ def test_interrupted_study_resumes_without_training_a_fold_twice(tiny_synthetic_
     refused = subprocess.run([*cli, *fewer], capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "--folds 1 differs from the study's 2" in refused.stderr, \
         refused.stderr[-2000:]
+
+    # Ray restores a study by unpickling its folder's files: one that everyone can write is refused.
+    tuner_state = tmp_path / "w" / "ray" / "tune" / "paused" / "tuner.pkl"
+    tuner_state.chmod(tuner_state.stat().st_mode | stat.S_IWOTH)
+    refused = subprocess.run([*cli, *common, "--resume"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and f"{tuner_state}: owned by another user or writable by everyone" \
+        in refused.stderr, refused.stderr[-2000:]
+    assert len(refused.stderr.strip().splitlines()) == 1
+    tuner_state.chmod(tuner_state.stat().st_mode & ~stat.S_IWOTH)
 
     second = subprocess.run([*cli, *common, "--resume"], capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
