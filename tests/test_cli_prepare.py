@@ -114,6 +114,15 @@ def test_existing_out_refused_without_overwrite(ixi_dir, tmp_path):
     assert ok.returncode == 0 and (out / "manifest.json").is_file()
 
 
+def test_out_that_holds_the_scans_is_refused_even_with_overwrite(ixi_dir, tmp_path):
+    """Replacing --out would delete it, the scans with it."""
+    scans = sorted(p.name for p in ixi_dir.iterdir())
+    for out in (ixi_dir, tmp_path):  # the data folder itself, or a folder above it
+        assert_one_line_error(run_cli("prepare", "--data-dir", ixi_dir, "--out", out, "--folds", "3",
+                                      "--overwrite"), f"--out {out} holds the scans it would be made from")
+    assert sorted(p.name for p in ixi_dir.iterdir()) == scans
+
+
 @pytest.mark.parametrize("args,fragment", [
     ([], "give exactly one of --data-dir DIR or --synthetic"),
     (["--synthetic", "--subjects", "3"], "too few for 5 folds"),

@@ -215,6 +215,10 @@ def prepare_cache(scans: list[Scan], out: str | Path, protocol: Protocol | None 
                   overwrite: bool = False, track: Track = no_progress) -> CacheSummary:
     """Build the cache for `scans` at `out` atomically and return its summary."""
     out = Path(out).resolve()
+    inside = next((scan.path for scan in scans if scan.path.resolve().is_relative_to(out)), None)
+    if inside is not None:  # replacing `out` would delete the scans themselves
+        raise UserInputError(f"--out {out} holds the scans it would be made from ({inside}): choose a "
+                             "folder outside --data-dir")
     check_output_folder(out, overwrite)
     splits_args = {"n_folds": n_folds, "test_fraction": test_fraction, "seed": seed}
     # Checked before the slow part so a bad fold count fails at once.
