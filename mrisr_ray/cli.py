@@ -451,19 +451,13 @@ def ui(
     import os
 
     from mrisr_ray import runs
-    from mrisr_ray.tracking import Tracking
+    from mrisr_ray.tracking import Tracking, ui_command
     from mrisr_ray.workdir import resolve_workdir
 
     tracking = Tracking.for_workdir(resolve_workdir(workdir), tracking_uri)
+    command = ui_command(tracking, port)
     address = tracking.runs_url(port, experiment, runs.TABLE_COLUMNS)
     typer.echo(f"MLflow UI for {tracking.uri} (Ctrl-C stops it): open {address}")
-    # One worker process and no job runner (it serves GenAI jobs: five more processes importing
-    # MLflow, minutes to start on a busy laptop) suffice for one user's runs table.
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.uri,
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    if tracking.artifact_root:
-        command += ["--default-artifact-root", tracking.artifact_root.as_uri()]
     sys.stdout.flush()
     # Become the MLflow server, so that Ctrl-C and kill reach it and its workers directly.
     os.execv(sys.executable, command)

@@ -13,6 +13,8 @@ import functools
 import json
 import logging
 import os
+import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from mrisr_ray.errors import UserInputError
 from mrisr_ray.ray_runtime import NO_TRACKING_ENV
 from mrisr_ray.workdir import Workdir, ensure_folder
 
@@ -35,6 +38,18 @@ EXPERIMENT_KIND = "custom_model_development"
 # A view of the runs table (columns, sort) that the UI opens from `?viewStateShareKey=KEY` when
 # the experiment has the tag `mlflow.sharedViewState.KEY` holding it as JSON (MLflow's "share view").
 SHARED_VIEW_TAG, SHARED_VIEW_PARAMETER, VIEW_KEY = "mlflow.sharedViewState.", "viewStateShareKey", "mrisr-ray"
+
+
+# The stores MLflow's tracking client opens (a database URI may name its driver: postgresql+psycopg2).
+STORE_SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks",
+                 "databricks-uc")
+
+
+def check_store_uri(uri: str) -> None:
+    scheme = uri.partition("://")[0] if "://" in uri else ""
+    if scheme.split("+")[0] not in STORE_SCHEMES:
+        raise UserInputError(f"--tracking-uri {uri}: MLflow has no store of kind {scheme!r} (use "
+                             "sqlite:///FILE.db, a folder, http(s)://HOST, postgresql:// or mysql://)")
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -79,6 +94,7 @@ class Tracking:
     def for_workdir(cls, workdir: Workdir, uri: str | None = None) -> Tracking:
         """The store `uri` (`--tracking-uri`, see `local_store`), else the work directory's."""
         if uri:
+            check_store_uri(uri)
             # A SQLite store's artifacts go to `mlartifacts/` beside its file (MLflow's default
             # would be `./mlruns` under whichever directory each process runs in).
             store = local_store(uri)
@@ -135,6 +151,27 @@ class Tracking:
         view = {"orderByKey": "attributes.start_time", "orderByAsc": False, "selectedColumns": selected}
         self.client().set_experiment_tag(found, SHARED_VIEW_TAG + VIEW_KEY, json.dumps(view))
         return f"{home}/#/experiments/{found}/runs?{SHARED_VIEW_PARAMETER}={VIEW_KEY}"
+
+
+def ui_command(tracking: Tracking, port: int) -> list[str]:
+    """The MLflow UI server on 127.0.0.1:`port` for `tracking`'s store, checked to be able to
+    bind there (a port out of range or in use: one line, not the server's traceback)."""
+    if not 1 <= port <= 65535:
+        raise UserInputError(f"--port {port}: must be in 1..65535")
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise UserInputError(f"--port {port}: 127.0.0.1:{port} is not free ({exc.strerror}); "
+                                 "pick another --port") from None
+    # One worker process and no job runner (it serves GenAI jobs: five more processes importing
+    # MLflow, minutes to start on a busy laptop) suffice for one user's runs table.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.uri,
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    if tracking.artifact_root:
+        command += ["--default-artifact-root", tracking.artifact_root.as_uri()]
+    return command
 
 
 def start_run(tracking: Tracking, experiment: str, name: str, tags: dict[str, str],

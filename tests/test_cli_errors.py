@@ -4,6 +4,7 @@ one `error: ...` line on stderr with exit code 2, through the real entry point."
 
 import json
 import os
+import socket
 import sqlite3
 import sys
 from pathlib import Path
@@ -178,6 +179,23 @@ def test_a_store_folder_that_cannot_be_made_is_one_line(fresh, tmp_path, monkeyp
     code, _, err, command = run_main(monkeypatch, capsys, "ui", "--tracking-uri",
                                      sqlite_uri(blocker / "sub" / "mlflow.db"))
     assert_one_line(code, err, "--tracking-uri", "a file is in the way")
+    assert command is None
+
+
+def test_a_port_the_server_cannot_bind_and_an_unknown_store_are_one_line(fresh, monkeypatch, capsys):
+    monkeypatch.chdir(fresh)
+    code, _, err, command = run_main(monkeypatch, capsys, "ui", "--port", "99999")
+    assert_one_line(code, err, "--port 99999: must be in 1..65535")
+    assert command is None
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err, command = run_main(monkeypatch, capsys, "ui", "--port", str(port))
+    assert_one_line(code, err, f"--port {port}: 127.0.0.1:{port} is not free")
+    assert command is None
+    code, _, err, command = run_main(monkeypatch, capsys, "ui", "--tracking-uri", "bogus://x")
+    assert_one_line(code, err, "--tracking-uri bogus://x: MLflow has no store of kind 'bogus'")
     assert command is None
 
 
