@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -202,8 +203,21 @@ def validate(config: Config) -> Config:
         (config.train.lr > 0 and config.train.lr_final > 0, "train.lr and train.lr_final must be > 0"),
         (0.0 <= config.train.decay_start <= 1.0, "train.decay_start must be in [0, 1]"),
         (0.0 <= config.train.warmup_fraction <= 0.5, "train.warmup_fraction must be in [0, 0.5]"),
-        (config.loss.lambda_adv >= 0 and config.loss.lambda_l1 >= 0,
-         "loss.lambda_adv and loss.lambda_l1 must be >= 0"),
+        *((math.isfinite(value) and value >= 0, f"loss.{name} must be a finite number >= 0, got {value}")
+          for name, value in asdict(config.loss).items() if isinstance(value, float)),
+        (math.isfinite(config.train.lr) and config.train.lr_final <= config.train.lr,
+         "train.lr_final must be <= train.lr (the schedule decays)"),
+        (0.0 <= config.data.foreground_bias <= 1.0, "data.foreground_bias must be in [0, 1]"),
+        (config.train.max_patches_per_epoch is None or config.train.max_patches_per_epoch >= 1,
+         "train.max_patches_per_epoch must be >= 1 (or null: all)"),
+        (config.train.val_max_slices is None or config.train.val_max_slices >= 1,
+         "train.val_max_slices must be >= 1 (or null: all)"),
+        (config.train.sample_slices >= 0, "train.sample_slices must be >= 0"),
+        (0 <= config.train.seed < 2**32, "train.seed must be in [0, 2**32)"),
+        *((all(v >= 1 for v in (value if isinstance(value, tuple) else (value,))),
+           f"{section}.{name} must be >= 1, got {value}")
+          for section in MODELS for name, value in asdict(getattr(config, section)).items()
+          if isinstance(value, int | tuple) and not isinstance(value, bool)),
         (config.train.n_critic >= 1, "train.n_critic must be >= 1"),
         (config.loss.perceptual in ("vgg", "random_vgg", "none"),
          "loss.perceptual must be vgg, random_vgg or none"),
@@ -223,13 +237,7 @@ def load_config(model: str | None = None, path: str | Path | None = None,
     """Defaults ← `path` (default: the packaged configs/<model>.yaml) ← `--set` overrides."""
     if path is None:
         path = default_config_path(model or "cpce")
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserInputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = read_yaml(Path(path), "config file")
     config = Config()
     apply(config, raw)
     if model is not None and config.model != model:
@@ -239,7 +247,21 @@ def load_config(model: str | None = None, path: str | Path | None = None,
     for text in overrides:
         keys, value = parse_override(text)
         apply(config, nest(keys, value))
+    if model is not None and config.model != model:
+        raise UserInputError(f"--set model={config.model} contradicts --model {model}")
     return validate(config)
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The YAML document in `path` (a config or a search space), or one line saying why not."""
+    if not path.exists():
+        raise UserInputError(f"{path}: {what} not found")
+    if not path.is_file():
+        raise UserInputError(f"{path}: is not a file (give the {what} itself)")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
 def with_overrides(config: Config, values: dict[str, Any]) -> Config:

@@ -14,16 +14,14 @@ waits for before it models the results; until then it draws at random.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from mrisr_ray.config import Config, apply, nest, to_dict
+from mrisr_ray.config import Config, read_yaml, to_dict, with_overrides
 from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.errors import UserInputError
+from mrisr_ray.registry import model_spec
 
 TYPES = ("float", "int", "categorical")
 OPTUNA_STARTUP_TRIALS = 10  # TPESampler's n_startup_trials when a space names none
@@ -116,15 +114,19 @@ def parse_dimension(path: Path, name: str, spec: Any) -> Dimension:
 
 
 def check_against_config(path: Path, dimension: Dimension, config: Config) -> None:
-    """The key exists and its range's values have the config field's type."""
+    """The key is one of the model's, and its range's ends (or every choice) are valid values of
+    it: the config field's type and range (`validate`), so no trial draws a value that fails."""
     samples = dimension.choices if dimension.type == "categorical" else (
         [int(dimension.low), int(dimension.high)] if dimension.type == "int"
         else [dimension.low, dimension.high])
     for value in samples:
         try:
-            apply(copy.deepcopy(config), nest(dimension.name.split("."), value))
+            with_overrides(config, {dimension.name: value})
         except UserInputError as exc:
-            raise UserInputError(f"{path}: {dimension.name}: {exc}") from None
+            raise UserInputError(f"{path}: {dimension.name}: {value!r}: {exc}") from None
+    if not model_spec(config.model).owns(dimension.name):
+        raise UserInputError(f"{path}: {dimension.name}: not a setting of {config.model} (a search space "
+                             f"for another model?)")
 
 
 def parse_tpe(path: Path, spec: Any) -> int:
@@ -139,12 +141,7 @@ def parse_tpe(path: Path, spec: Any) -> int:
 
 def load_space(path: str | Path, config: Config) -> SearchSpace:
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: search space file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserInputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = read_yaml(path, "search space file")
     if not isinstance(raw, dict) or "parameters" not in raw or not raw["parameters"] \
             or not set(raw) <= {"parameters", "tpe"}:
         raise UserInputError(f"{path}: expected a top-level key 'parameters' with dimensions "

@@ -50,6 +50,12 @@ def write(tmp_path, text):
     ("parameters:\n  train.batch_size: {type: categorical, choices: [big, 128]}",
      "expected an integer"),
     ("params: {}", "a top-level key 'parameters'"),
+    # Every draw must be a valid value of its key, and a key of the model searched.
+    ("parameters:\n  train.warmup_fraction: {type: float, low: 0.0, high: 0.9}",
+     "train.warmup_fraction: 0.9: train.warmup_fraction must be in"),
+    ("parameters:\n  train.epochs: {type: int, low: -5, high: 10}", "train.epochs must be >= 1"),
+    ("parameters:\n  loss.lambda_cycle: {type: float, low: 0.1, high: 1}",
+     "loss.lambda_cycle: not a setting of cpce"),
 ])
 def test_bad_space_files(tmp_path, body, message):
     with pytest.raises(UserInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -112,3 +118,12 @@ def test_an_unknown_sampler_is_refused():
     space = load_space(default_space_path("cpce"), load_config("cpce"))
     with pytest.raises(ValueError, match="unknown sampler 'grid'"):
         optuna_sampler("grid", 0, space)
+
+
+def test_an_unreadable_space_file_is_one_error(tmp_path):
+    binary = tmp_path / "space.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(UserInputError, match="not valid YAML"):
+        load_space(binary, load_config("cpce"))
+    with pytest.raises(UserInputError, match="is not a file"):
+        load_space(tmp_path, load_config("cpce"))
