@@ -191,7 +191,7 @@ def train(
     from mrisr_ray.console import session
     from mrisr_ray.resources import Resources
     from mrisr_ray.tracking import Tracking
-    from mrisr_ray.train.run import TrainRequest
+    from mrisr_ray.train.run import TrainInterrupted, TrainRequest
     from mrisr_ray.train.run import train as run_training
     from mrisr_ray.workdir import resolve_workdir
 
@@ -208,17 +208,24 @@ def train(
     run_config = load_config(model, config, overrides) if given else None
     wd = resolve_workdir(workdir, storage_path)
     with session("train", wd, verbose) as console:
-        result = run_training(TrainRequest(
-            config=run_config, cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
-            fold=None if all_train else fold,
-            resources=Resources(workers=workers, worker_resource=worker_resource), device=device,
-            experiment=experiment, vgg_weights=vgg_weights, resume_run_id=resume, max_failures=max_failures,
-            address=address), watch=console.watch)
-        scores = "" if all_train else \
-            f", best val PSNR {result.best_psnr:.2f} dB / SSIM {result.best_ssim:.4f}"
-        console.say(f"run {result.run_id}: best epoch {result.best_epoch}{scores}")
-        console.say(f"best generator: {result.generator}")
-        console.say(f"compare runs: mrisr-ray ui --workdir {wd.root}")
+        try:
+            result = run_training(TrainRequest(
+                config=run_config, cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
+                fold=None if all_train else fold,
+                resources=Resources(workers=workers, worker_resource=worker_resource), device=device,
+                experiment=experiment, vgg_weights=vgg_weights, resume_run_id=resume,
+                max_failures=max_failures, address=address), watch=console.watch)
+        except TrainInterrupted as exc:
+            console.say(str(exc), err=True)
+            result = None
+        else:
+            scores = "" if all_train else \
+                f", best val PSNR {result.best_psnr:.2f} dB / SSIM {result.best_ssim:.4f}"
+            console.say(f"run {result.run_id}: best epoch {result.best_epoch}{scores}")
+            console.say(f"best generator: {result.generator}")
+            console.say(f"compare runs: mrisr-ray ui --workdir {wd.root}")
+    if result is None:
+        raise typer.Exit(130)
 
 
 @app.command(cls=Command, epilog="Example: mrisr-ray tune --model circle --data mrisr-work/data/synthetic "

@@ -49,14 +49,18 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, runtime_env=runtime_env)
 
 
+def check_max_failures(max_failures: int) -> None:
+    """Ray's restarts of a training from its last checkpoint (`FailureConfig.max_failures`)."""
+    if max_failures < 0:
+        raise UserInputError(f"--max-failures must be 0 or more, got {max_failures}")
+
+
 def check_local_request(resources: Resources, gpu_option: str) -> None:
     """Refuse, before Ray starts, what this machine cannot give (`gpu_option`: how the command
     asked for GPUs, for the message)."""
     import torch
 
-    workers = resources.workers
-    if workers < 1:
-        raise UserInputError(f"--workers must be at least 1, got {workers}")
+    workers = resources.check().workers
     if resources.use_gpu:
         if not torch.cuda.is_available():
             raise UserInputError(f"{gpu_option}: no CUDA device is available on this machine")

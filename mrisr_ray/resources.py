@@ -26,6 +26,16 @@ class Resources:
     # one unit: places folds on the nodes that declare it (at most N workers per node).
     worker_resource: str | None = None
 
+    def check(self) -> Resources:
+        """These resources, if Ray can place them (checked before anything launches)."""
+        if self.workers < 1:
+            raise UserInputError(f"--workers must be at least 1, got {self.workers}")
+        if not self.cpus_per_worker > 0:
+            raise UserInputError(f"--cpus-per-worker must be more than 0, got {self.cpus_per_worker:g}")
+        if not self.gpus_per_worker >= 0:
+            raise UserInputError(f"--gpus-per-worker must be 0 or more, got {self.gpus_per_worker:g}")
+        return self
+
     @property
     def use_gpu(self) -> bool:
         return self.gpus_per_worker > 0

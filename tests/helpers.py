@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -55,3 +56,10 @@ def other_protocol_cache(cache: Path, folder: Path, version: int) -> Path:
     manifest["protocol"]["version"] = version
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
+
+
+def wait_for(condition, what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)

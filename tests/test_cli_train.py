@@ -1,10 +1,13 @@
 """`mrisr-ray train` bad input: one line, exit code 2, before Ray starts (never a hang)."""
 
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
-from helpers import other_protocol_cache, run_cli
+from helpers import TINY_RUN, other_protocol_cache, run_cli, wait_for
 from test_cli_prepare import assert_one_line_error
 
 
@@ -50,3 +53,24 @@ def test_missing_vgg_weights_say_how_to_provide_them(tiny_synthetic_cache, tmp_p
 def test_train_help_has_an_example():
     result = run_cli("train", "--help")
     assert result.returncode == 0 and "Example: mrisr-ray train --model cpce" in result.stdout
+
+
+def test_ctrl_c_says_how_to_resume_the_run(tiny_synthetic_cache, tmp_path):
+    """Interrupted after its first checkpoint: exit 130, the run marked KILLED, and the command that
+    continues it (a run id the user could not know otherwise)."""
+    from mrisr_ray.tracking import Tracking
+    from mrisr_ray.workdir import Workdir
+
+    overrides = [arg for item in [*TINY_RUN, "train.epochs=50"] for arg in ("--set", item)]
+    run = subprocess.Popen([sys.executable, "-m", "mrisr_ray", "train", "--model", "circle", "--data",
+                            str(tiny_synthetic_cache), "--workdir", str(tmp_path), "--device", "cpu",
+                            *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any((tmp_path / "ray").glob("*/checkpoint_*/state.pt")), "a checkpoint")
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 130, stderr[-2000:]
+    t = Tracking.for_workdir(Workdir(tmp_path))
+    (killed,) = t.client().search_runs([t.experiment_id("mrisr-ray")], "tags.kind = 'train'")
+    assert killed.info.status == "KILLED"
+    assert (f"continue it with: mrisr-ray train --resume {killed.info.run_id} --data {tiny_synthetic_cache}"
+            in stderr.strip().splitlines()[-1])

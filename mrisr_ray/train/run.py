@@ -8,10 +8,13 @@ group from the last checkpoint.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from mrisr_ray import runs, tracking
 from mrisr_ray.config import Config, flatten
@@ -19,7 +22,7 @@ from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import RunFailed, UserInputError
 from mrisr_ray.models.vgg import with_resolved_weights
 from mrisr_ray.progress import Target, Watch, no_watch
-from mrisr_ray.ray_runtime import check_cluster_request, check_local_request, ensure_ray
+from mrisr_ray.ray_runtime import check_cluster_request, check_local_request, check_max_failures, ensure_ray
 from mrisr_ray.resources import Resources, resolve_device
 from mrisr_ray.runs import RunKind, TrialRef
 from mrisr_ray.tracking import Tracking
@@ -57,6 +60,27 @@ class TrainResult:
     best_ssim: float
     generator: Path  # best generator file (checkpoint.read_generator; a copy in the Ray run folder)
     storage: Path  # the Ray run folder (checkpoints)
+
+
+class TrainInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a training: its run is marked KILLED; the message says how to resume it."""
+
+
+def fit_off_the_main_thread(trainer: Any) -> Any:
+    """`trainer.fit()` in a thread of its own. Called from the main thread, Ray Train installs a
+    SIGINT handler that aborts the run and ends the process (exit code 1, not a word said);
+    from another thread it installs none, so Ctrl-C raises KeyboardInterrupt here and `train`
+    marks the run KILLED and says how to resume it (the session's `ray.shutdown` ends the rest)."""
+    outcome: Future = Future()
+
+    def fit() -> None:
+        try:
+            outcome.set_result(trainer.fit())
+        except BaseException as exc:  # handed to the caller as it is
+            outcome.set_exception(exc)
+
+    threading.Thread(target=fit, name="ray-train-fit", daemon=True).start()
+    return outcome.result()
 
 
 def fold_subjects(cache: Cache, fold: int | None) -> tuple[list[str], list[str]]:
@@ -151,7 +175,8 @@ def train(request: TrainRequest, watch: Watch = no_watch) -> TrainResult:
     from mrisr_ray.train.logger import WORKER_RUNTIME_ENV, MlflowLogger
 
     cache = Cache.open(request.cache)
-    resources = request.resources.on_gpu(resolve_device(request.device))
+    check_max_failures(request.max_failures)
+    resources = request.resources.check().on_gpu(resolve_device(request.device))
     if request.address is None and request.check_local:
         check_local_request(resources, "--device cuda")
     if request.resume_run_id:
@@ -199,10 +224,11 @@ def train(request: TrainRequest, watch: Watch = no_watch) -> TrainResult:
     try:
         with watch(Target(tracking=t, experiment=request.experiment, model=config.model,
                           epochs=config.train.epochs, run_id=run_id)):
-            result = trainer.fit()
+            result = fit_off_the_main_thread(trainer)
     except KeyboardInterrupt:
         tracking.end_run(t, run_id, "KILLED")
-        raise
+        raise TrainInterrupted(f"training run {run_id} interrupted; continue it with: mrisr-ray train "
+                               f"--resume {run_id} --data {cache.path} (and the same --workdir)") from None
     except Exception as exc:
         tracking.end_run(t, run_id, "FAILED")
         raise RunFailed(f"training run {run_id} failed: {exc}") from exc

@@ -3,6 +3,7 @@ prints and `run_study` follows."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,11 +12,13 @@ from mrisr_ray import tracking
 from mrisr_ray.config import Config
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
+from mrisr_ray.ray_runtime import check_max_failures
 from mrisr_ray.resources import Resources
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.tuning.space import SearchSpace, load_space
 from mrisr_ray.workdir import Workdir
 
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a folder under the Ray storage
 TRIAL_DRIVER_CPU = 0.1  # the trial function only drives its folds' TorchTrainers
 
 
@@ -79,10 +82,15 @@ def make_plan(request: StudyRequest, cache: Cache) -> Plan:
     folds = available if request.folds is None else request.folds
     if not 1 <= folds <= available:
         raise UserInputError(f"--folds {folds}: {cache.path / 'splits.json'} has {available} folds")
-    if request.trials < 1 or request.concurrent < 1 or resources.workers < 1:
-        raise UserInputError("--trials, --concurrent and --workers must be at least 1")
-    if request.max_failures < 0:
-        raise UserInputError(f"--max-failures must be 0 or more, got {request.max_failures}")
+    if request.trials < 1 or request.concurrent < 1:
+        raise UserInputError("--trials and --concurrent must be at least 1")
+    resources.check()
+    check_max_failures(request.max_failures)
+    if not 0 <= request.seed < 2**32:
+        raise UserInputError(f"--seed must be in [0, 2**32), got {request.seed}")
+    if request.name is not None and not STUDY_NAME.fullmatch(request.name):
+        raise UserInputError(f"--name {request.name!r}: a study name is letters, digits, '.', '_' and '-' "
+                             "(it names a folder)")
     if 0 < resources.gpus_per_worker < 1 and resources.workers > 1:
         raise UserInputError("fractional --gpus-per-worker needs --workers 1 (DDP refuses "
                              "two ranks on one GPU)")

@@ -5,12 +5,11 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
 import torch
-from helpers import TINY_RUN
+from helpers import TINY_RUN, wait_for
 
 from mrisr_ray.config import load_config
 from mrisr_ray.tracking import Tracking
@@ -100,13 +99,6 @@ def test_asha_prunes_a_weak_trial_and_optuna_and_mlflow_record_it(ray_session, t
     pruned_runs = runs(req.tracking, "tags.kind = 'trial' and tags.state = 'pruned'")
     assert {r.data.tags["trial_id"] for r in pruned_runs} == {o.trial_id for o in bad}
     assert all(r.info.status == "KILLED" for r in pruned_runs)
-
-
-def wait_for(condition, what: str, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_interrupted_study_resumes_without_training_a_fold_twice(tiny_synthetic_cache, tmp_path):
