@@ -114,6 +114,12 @@ def test_existing_out_refused_without_overwrite(ixi_dir, tmp_path):
     assert ok.returncode == 0 and (out / "manifest.json").is_file()
 
 
+def test_out_below_a_file_is_one_line(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    assert_one_line_error(run_cli("prepare", "--synthetic", "--out", tmp_path / "a-file" / "cache"),
+                          "cannot create the folder", "a file is in the way")
+
+
 def test_out_that_holds_the_scans_is_refused_even_with_overwrite(ixi_dir, tmp_path):
     """Replacing --out would delete it, the scans with it."""
     scans = sorted(p.name for p in ixi_dir.iterdir())
@@ -127,6 +133,7 @@ def test_out_that_holds_the_scans_is_refused_even_with_overwrite(ixi_dir, tmp_pa
     ([], "give exactly one of --data-dir DIR or --synthetic"),
     (["--synthetic", "--subjects", "3"], "too few for 5 folds"),
     (["--synthetic", "--keep", "0.3"], "--keep applies to --data-dir"),
+    (["--synthetic", "--seed", "-1"], "--seed must be 0 or more, got -1"),
 ])
 def test_argument_errors(args, fragment, tmp_path):
     assert_one_line_error(run_cli("prepare", "--out", tmp_path / "x", *args), fragment)

@@ -33,6 +33,7 @@ from mrisr_ray.data.volume import (
 )
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.progress import Track, no_progress
+from mrisr_ray.workdir import ensure_folder
 
 PROTOCOL_VERSION = 1
 MANIFEST = "manifest.json"
@@ -146,8 +147,7 @@ def staging_folder(out: Path) -> Path:
     """A fresh `<out>.partial/` (a leftover from an interrupted run is removed)."""
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    return staging
+    return ensure_folder(staging, f"--out {out}")
 
 
 def publish(staging: Path, out: Path) -> None:

@@ -111,6 +111,8 @@ def make_splits(sites: dict[str, str], n_folds: int = 5, test_fraction: float = 
         raise UserInputError(f"--folds must be at least 2, got {n_folds}")
     if not 0.0 < test_fraction < 1.0:
         raise UserInputError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+    if seed < 0:
+        raise UserInputError(f"--seed must be 0 or more, got {seed}")
     n_test = max(1, round(test_fraction * len(sites)))
     if len(sites) - n_test < n_folds:
         raise UserInputError(

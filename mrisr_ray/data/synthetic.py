@@ -107,11 +107,12 @@ def synthesize_subject(index: int, seed: int, n_slices: int) -> tuple[np.ndarray
     return image, affine
 
 
-def write_cohort(folder: Path, n_subjects: int, seed: int = 0, n_slices: int = 60) -> list[Path]:
+def write_cohort(folder: Path, n_subjects: int, seed: int = 0, n_slices: int = 60,
+                 track: Track = no_progress) -> list[Path]:
     """Write `n_subjects` synthetic scans `synthNNN.nii.gz` as int16 NIfTI; same seed, same bytes."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for index in range(n_subjects):
+    for index in track(range(n_subjects), "Generating synthetic subjects"):
         image, affine = synthesize_subject(index, seed, n_slices)
         path = folder / f"synth{index:03d}.nii.gz"
         nifti = nib.Nifti1Image(np.round(image * 1000).astype(np.int16), affine)
@@ -135,7 +136,7 @@ def prepare_synthetic_cache(out: str | Path, n_subjects: int = 20, seed: int = 0
                             "note": "synthetic T2-like cohort; numbers are not IXI numbers"}}
 
     def fill(staging: Path) -> None:
-        write_cohort(staging / "nifti", n_subjects, seed, n_slices)
+        write_cohort(staging / "nifti", n_subjects, seed, n_slices, track)
         scans = discover_scans(staging / "nifti")
         write_cache(scans, staging, Protocol(), splits_args, origin=origin, track=track)
 
