@@ -272,7 +272,8 @@ def test_cli_refuses_a_foreign_pickle_with_one_line_and_exit_2(tmp_path, monkeyp
 # Bad input and folders.
 
 
-@pytest.mark.parametrize("case", ["two volumes", "nan", "unreadable", "output is input", "output exists"])
+@pytest.mark.parametrize("case", ["two volumes", "nan", "unreadable", "singular affine", "complex",
+                                  "output is input", "output exists"])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, case):
     checkpoint = generator_file(tmp_path / "g.pt")
     source = tmp_path / "in" / "scan.nii.gz"
@@ -286,6 +287,12 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, case):
     elif case == "unreadable":
         source.parent.mkdir()
         source.write_bytes(b"not gzip at all")
+    elif case in ("singular affine", "complex"):
+        source.parent.mkdir()
+        image = nib.Nifti1Image(data.astype(np.complex64) if case == "complex" else data, None)
+        if case == "singular affine":  # one axis maps to nothing
+            image.header.set_sform(np.diag([1.0, 1.0, 0.0, 1.0]), code=1)
+        nib.save(image, source)
     else:
         write_nifti(source, data)
         if case == "output is input":
@@ -296,6 +303,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, case):
     with pytest.raises(UserInputError) as caught:
         predict(PredictRequest(input=source, output=output, model=ModelChoice(checkpoint=checkpoint)))
     assert "\n" not in str(caught.value)
+    expected = {"singular affine": "its affine gives the axes no orientation",
+                "complex": "complex-valued voxels; give a magnitude image"}
+    assert expected.get(case, "") in str(caught.value)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.nii.gz")} == before  # nothing new or changed
     assert not list(tmp_path.rglob("*.partial*"))
 

@@ -43,7 +43,7 @@ def read_volume(path: str | Path, clip_percentiles: tuple[float, float] | None =
         raise UserInputError(f"{path}: file not found")
     with nifti_errors(path):
         image = nib.as_closest_canonical(nib.load(str(path)))
-        data = np.asarray(image.dataobj, dtype=np.float32)
+        data = voxels(image, path)
     if data.ndim != 3:
         raise UserInputError(f"{path}: expected a 3-D volume, got {data.ndim}-D shape {data.shape}")
     if not np.isfinite(data).all():
@@ -70,6 +70,13 @@ def foreground_slices(volume: np.ndarray) -> np.ndarray:
     return np.flatnonzero(fraction >= FOREGROUND_FRACTION)
 
 
+def voxels(image: nib.spatialimages.SpatialImage, path: Path) -> np.ndarray:
+    """The image's voxels as float32; complex ones are refused (casting would keep the real part)."""
+    if image.get_data_dtype().kind == "c":
+        raise UserInputError(f"{path}: complex-valued voxels; give a magnitude image")
+    return np.asarray(image.dataobj, dtype=np.float32)
+
+
 @contextmanager
 def nifti_errors(path: Path) -> Iterator[None]:
     """What nibabel and the decompressors raise for a file that is not whole NIfTI, as one line."""
@@ -77,5 +84,7 @@ def nifti_errors(path: Path) -> Iterator[None]:
         yield
     except (nib.filebasedimages.ImageFileError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise UserInputError(f"{path}: not a readable NIfTI image ({describe(exc)})") from None
+    except nib.orientations.OrientationError as exc:
+        raise UserInputError(f"{path}: its affine gives the axes no orientation ({describe(exc)})") from None
     except (OSError, ValueError) as exc:
         raise UserInputError(f"{path}: corrupt or truncated NIfTI file ({describe(exc)})") from None

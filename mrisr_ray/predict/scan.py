@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
-from mrisr_ray.data.volume import nifti_errors
+from mrisr_ray.data.volume import nifti_errors, voxels
 from mrisr_ray.errors import UserInputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -50,7 +50,10 @@ def read_scan(path: Path) -> Scan:
         image = nib.load(str(path))
         if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
             raise UserInputError(f"{path}: not a NIfTI image ({type(image).__name__})")
-        data = np.asarray(image.dataobj, dtype=np.float32)
+        data = voxels(image, path)
+        ornt = io_orientation(image.affine)
+    if np.isnan(ornt).any():  # an axis the affine maps to nothing
+        raise UserInputError(f"{path}: its affine gives the axes no orientation (a singular affine)")
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -60,7 +63,6 @@ def read_scan(path: Path) -> Scan:
         raise UserInputError(f"{path}: contains NaN or Inf voxels")
     if data.max() <= data.min():
         raise UserInputError(f"{path}: constant volume (every voxel is {float(data.min()):g})")
-    ornt = io_orientation(image.affine)
     canonical = np.ascontiguousarray(apply_orientation(data, ornt))
     if min(canonical.shape[:2]) < MIN_IN_PLANE:
         raise UserInputError(f"{path}: axial slices of {canonical.shape[0]}×{canonical.shape[1]} voxels are "

@@ -84,3 +84,15 @@ def test_not_a_nifti_with_nifti_name(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(UserInputError, match="file not found"):
         load_volume(tmp_path / "nope.nii.gz")
+
+
+def test_singular_affine_and_complex_voxels_are_one_line(tmp_path):
+    data = blob_volume(0)
+    singular = nib.Nifti1Image(data, None)
+    singular.header.set_sform(np.diag([1.0, 1.0, 0.0, 1.0]), code=1)  # one axis maps to nothing
+    nib.save(singular, tmp_path / "singular.nii.gz")
+    with pytest.raises(UserInputError, match="its affine gives the axes no orientation"):
+        read_volume(tmp_path / "singular.nii.gz")
+    nib.save(nib.Nifti1Image(data.astype(np.complex64), np.eye(4)), tmp_path / "complex.nii.gz")
+    with pytest.raises(UserInputError, match="complex-valued voxels"):
+        read_volume(tmp_path / "complex.nii.gz")
