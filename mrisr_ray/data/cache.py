@@ -31,7 +31,7 @@ from mrisr_ray.data.volume import (
     foreground_slices,
     read_volume,
 )
-from mrisr_ray.errors import UserInputError
+from mrisr_ray.errors import UserInputError, describe
 from mrisr_ray.progress import Track, no_progress
 from mrisr_ray.workdir import ensure_folder
 
@@ -245,7 +245,11 @@ class Cache:
                 f"{path}: not a prepared mrisr-ray cache (no {MANIFEST}/{SPLITS}); "
                 "run `mrisr-ray prepare` first"
             )
-        manifest = Manifest.from_json((path / MANIFEST).read_text())
+        try:
+            manifest = Manifest.from_json((path / MANIFEST).read_text())
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # damaged or hand-edited
+            raise UserInputError(f"{path / MANIFEST}: not an mrisr-ray manifest ({describe(exc)}); run "
+                                 "`mrisr-ray prepare --overwrite` again") from None
         if manifest.protocol.version != PROTOCOL_VERSION:
             raise UserInputError(
                 f"{path}: cache protocol version {manifest.protocol.version}, this mrisr-ray "

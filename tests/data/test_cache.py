@@ -93,6 +93,12 @@ def test_open_rejects_missing_and_other_protocol(tmp_path, tiny_synthetic_cache)
         Cache.open(tmp_path)
     with pytest.raises(UserInputError, match="protocol version 0"):
         Cache.open(other_protocol_cache(tiny_synthetic_cache, tmp_path / "old", version=0))
+    damaged = other_protocol_cache(tiny_synthetic_cache, tmp_path / "damaged", version=1)
+    manifest = damaged / "manifest.json"
+    for text in (manifest.read_text()[:40], "[]"):  # truncated; valid JSON of another shape
+        manifest.write_text(text)
+        with pytest.raises(UserInputError, match="manifest.json: not an mrisr-ray manifest"):
+            Cache.open(damaged)
 
 
 def test_data_digest_names_scans_and_slices_not_ids(tiny_synthetic_cache):
