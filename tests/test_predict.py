@@ -236,7 +236,7 @@ class Payload:
 
 
 @pytest.mark.parametrize("content", ["foreign pickle", "plain dict", "bare state_dict", "not torch",
-                                     "wrong model"])
+                                     "wrong model", "keep as text", "keep out of range"])
 def test_anything_but_a_generator_file_is_refused_in_one_line(tmp_path, content):
     path = tmp_path / "g.pt"
     config = tiny_config()
@@ -249,6 +249,10 @@ def test_anything_but_a_generator_file_is_refused_in_one_line(tmp_path, content)
         torch.save(random_weights(config, 0), path)
     elif content == "not torch":
         path.write_bytes(b"\x00garbage" * 10)
+    elif content.startswith("keep"):
+        payload = torch.load(generator_file(path), weights_only=True)
+        payload["data"]["keep"] = "0.5" if content == "keep as text" else 2.0
+        torch.save(payload, path)
     else:
         torch.save({"model": "circle", "config": {"model": "cpce"}, "state_dict": {}}, path)
     with pytest.raises(UserInputError, match=r"g\.pt: (not a mrisr-ray generator file|its)") as caught:

@@ -232,16 +232,27 @@ def read_generator(path: Path | str, legacy_config: Config | None = None) -> Gen
     data = payload.get("data")
     if data is not None:
         try:
-            data = TrainingData(**{**data, "slice_shape": tuple(data["slice_shape"]),
-                                   "spacing": tuple(data["spacing"]),
+            data = TrainingData(**{**data, "keep": _number(data["keep"]),
+                                   "slice_shape": tuple(int(n) for n in data["slice_shape"]),
+                                   "spacing": tuple(_number(mm) for mm in data["spacing"]),
                                    "clip_percentiles": _pair(data.get("clip_percentiles"))})
-        except (TypeError, KeyError) as exc:
-            raise UserInputError(f"{path}: its training-data entry is damaged ({exc})") from None
+        except (TypeError, KeyError, ValueError) as exc:
+            raise UserInputError(f"{path}: its training-data entry is damaged ({describe(exc)})") from None
+        if not (0 < data.keep <= 1 and len(data.slice_shape) == 2 and len(data.spacing) == 2):
+            raise UserInputError(f"{path}: its training-data entry is damaged (keep {data.keep:g}, "
+                                 f"slices {data.slice_shape}, spacing {data.spacing})")
     return GeneratorFile(config=config, state_dict=state, data=data)
 
 
 def _pair(value: list | tuple | None) -> tuple[float, float] | None:
-    return None if value is None else (float(value[0]), float(value[1]))
+    return None if value is None else (_number(value[0]), _number(value[1]))
+
+
+def _number(value: object) -> float:
+    """A stored number as a float; anything else (a string, a bool) is a damaged entry."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{value!r} is not a number")
+    return float(value)
 
 
 def _load_failure(exc: Exception) -> str:

@@ -97,7 +97,7 @@ def test_open_rejects_missing_and_other_protocol(tmp_path, tiny_synthetic_cache)
     manifest = damaged / "manifest.json"
     for text in (manifest.read_text()[:40], "[]"):  # truncated; valid JSON of another shape
         manifest.write_text(text)
-        with pytest.raises(UserInputError, match="manifest.json: not an mrisr-ray manifest"):
+        with pytest.raises(UserInputError, match=r"manifest\.json: not an mrisr-ray manifest"):
             Cache.open(damaged)
 
 
