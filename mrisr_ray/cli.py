@@ -385,6 +385,8 @@ def predict(
     batch_size: Annotated[int | None, typer.Option(
         help="Slices per forward (default: 1 per CPU thread, 16 on a GPU).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Keep existing outputs: finish a folder after an interruption.")] = False,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "mrisr-ray",
     workdir: WorkdirOption = None,
     tracking_uri: TrackingOption = None,
@@ -402,7 +404,8 @@ def predict(
     result = run_predict(PredictRequest(
         input=input_, output=output, model=choice, tracking=store, experiment=experiment,
         options=Options(degrade=degrade, zero_fill=zero_fill, dc=dc, keep=keep, device=device,
-                        batch_size=batch_size), overwrite=overwrite), say=typer.echo, track=track)
+                        batch_size=batch_size), overwrite=overwrite, skip_existing=skip_existing),
+        say=typer.echo, track=track)
     typer.echo("\n".join(result.lines()))
     written = [row.output for row in result.rows if row.error is None]
     if written:

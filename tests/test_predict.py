@@ -345,6 +345,28 @@ def test_a_folder_with_a_corrupt_file_writes_the_others_and_exits_1(tmp_path, mo
         assert_round_trip(scans / f"good{i}.nii.gz", tmp_path / "sr" / f"good{i}.nii.gz")
 
 
+def test_an_interrupted_folder_is_finished_with_skip_existing(tmp_path, monkeypatch, capsys):
+    """Outputs are written whole or not at all: a rerun keeps those that exist and writes the rest."""
+    scans = tmp_path / "scans"
+    for i in range(3):
+        write_nifti(scans / f"scan{i}.nii.gz", blob_volume(i, (32, 32, 3)))
+    checkpoint = generator_file(tmp_path / "g.pt")
+    done = write_nifti(tmp_path / "sr" / "scan1.nii.gz", blob_volume(9, (32, 32, 3)))  # the run before
+    before = done.read_bytes()
+    args = ["--input", scans, "--output", tmp_path / "sr", "--checkpoint", checkpoint]
+    code, _, err = cli(monkeypatch, capsys, *args)
+    assert code == 2 and "--skip-existing to keep it" in err
+    code, out, err = cli(monkeypatch, capsys, *args, "--skip-existing")
+    assert code == 0, err
+    assert "2 scan(s) to super-resolve; existing outputs kept" in out
+    assert sorted(p.name for p in (tmp_path / "sr").iterdir()) == [f"scan{i}.nii.gz" for i in range(3)]
+    assert done.read_bytes() == before
+    for i in (0, 2):
+        assert_round_trip(scans / f"scan{i}.nii.gz", tmp_path / "sr" / f"scan{i}.nii.gz")
+    code, _, err = cli(monkeypatch, capsys, *args, "--skip-existing", "--overwrite")
+    assert code == 2 and "give one" in err
+
+
 # MLflow sources: a real store, runs made with the schema functions.
 
 

@@ -60,6 +60,7 @@ class PredictRequest:
     experiment: str = DEFAULT_EXPERIMENT
     options: Options = field(default_factory=Options)
     overwrite: bool = False
+    skip_existing: bool = False  # keep outputs that exist: finish a folder after an interruption
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,10 @@ class PredictResult:
 
 def plan(request: PredictRequest) -> list[tuple[Path, Path]]:
     """(input, output) pairs, checked: inputs exist, outputs are not inputs and do not exist
-    (unless --overwrite)."""
+    (unless --overwrite; --skip-existing leaves those out: outputs are written whole or not at
+    all, so one that exists is finished)."""
+    if request.overwrite and request.skip_existing:
+        raise UserInputError("--overwrite replaces existing outputs, --skip-existing keeps them: give one")
     source, target = Path(request.input), Path(request.output)
     if not source.exists():
         raise UserInputError(f"--input {source}: not found")
@@ -131,9 +135,12 @@ def plan(request: PredictRequest) -> list[tuple[Path, Path]]:
             raise UserInputError(f"--output {output}: is the input (write the result elsewhere)")
         pairs = [(source, output)]
     existing = [out for _, out in pairs if out.exists()]
+    if request.skip_existing:
+        return [(scan, out) for scan, out in pairs if not out.exists()]
     if existing and not request.overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-        raise UserInputError(f"--output {existing[0]}{more}: exists (pass --overwrite to replace)")
+        raise UserInputError(f"--output {existing[0]}{more}: exists (pass --overwrite to replace, or "
+                             "--skip-existing to keep it)")
     return pairs
 
 
@@ -143,6 +150,8 @@ def predict(request: PredictRequest, say: Callable[[str], None] = lambda line: N
     the summary (the model, its training grid, warnings, skipped files)."""
     pairs = plan(request)
     model = load_model(request.model, request.tracking, request.experiment)
+    if request.skip_existing:
+        say(f"{len(pairs)} scan(s) to super-resolve; existing outputs kept (--skip-existing)")
     predictor = Predictor(model, request.options)
     say(f"model: {model.label}, {model.source}")
     if model.data is not None:
