@@ -118,6 +118,8 @@ def prepare(
     name = "synthetic" if synthetic else Path(data_dir).name
     out = out or resolve_workdir(workdir).data / name
     site_list = None if sites == "all" else [s.strip() for s in sites.split(",") if s.strip()]
+    if site_list == []:
+        raise UserInputError(f"--sites {sites!r}: name at least one site (Guys, HH, IOP), or all")
     common = {"n_folds": folds, "test_fraction": test_fraction, "seed": seed, "overwrite": overwrite,
               "track": track}
     if synthetic:
@@ -175,8 +177,8 @@ def train(
     vgg_weights: Annotated[str | None, typer.Option(help="VGG-19 weights file (or 'download').")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "mrisr-ray",
     resume: Annotated[str | None, typer.Option(
-        help="MLflow run id to continue from its last checkpoint (its own config and data; "
-        "tune's --resume continues a study instead).")] = None,
+        help="MLflow run id to continue from its last checkpoint (its own config; give the --data it "
+        "trained on; tune's --resume continues a study instead).")] = None,
     max_failures: Annotated[int, typer.Option(help="Worker-group restarts from the last checkpoint.")] = 1,
     address: AddressOption = None,
     storage_path: StorageOption = None,
@@ -433,8 +435,6 @@ def demo(
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import resolve_workdir
 
-    if subjects < 10:
-        raise UserInputError(f"--subjects must be at least 10 (test subjects and folds), got {subjects}")
     wd = resolve_workdir(workdir)
     with session("demo", wd, verbose) as console:
         result = run_demo(DemoRequest(workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),

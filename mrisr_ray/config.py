@@ -159,7 +159,11 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
 def apply(target: Any, values: dict, prefix: str = "") -> None:
     """Set the fields of dataclass `target` from a nested dict; unknown keys are errors."""
     if not isinstance(values, dict):
-        raise UserInputError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+        if not prefix:
+            raise UserInputError(f"config: expected a mapping, got {values!r}")
+        section = prefix.removesuffix(".")
+        raise UserInputError(f"{section}: a section of settings, not a value ({values!r}); set its keys, "
+                             f"e.g. {section}.KEY=VALUE")
     hints = typing.get_type_hints(type(target))
     known = {f.name for f in fields(target)}
     for key, value in values.items():

@@ -73,6 +73,11 @@ def vgg_weights(request: DemoRequest) -> str | None:
 
 def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
              track: Track = no_progress, watch: Watch = no_watch) -> DemoResult:
+    if request.subjects < 10:
+        raise UserInputError(f"--subjects must be at least 10 (test subjects and folds), got "
+                             f"{request.subjects}")
+    if request.trials < 1:
+        raise UserInputError(f"--trials must be at least 1, got {request.trials}")
     seconds: dict[str, float] = {}
     start, steps = time.perf_counter(), len(MODELS) + 2
     say(f"[1/{steps}] synthetic cohort: {request.subjects} subjects ({request.test_fraction:.0%} "

@@ -135,13 +135,12 @@ def test_report_without_workdir_gets_a_clean_error(fresh, tiny_synthetic_cache, 
     assert (fresh / DEFAULT_WORKDIR).is_dir()
 
 
-def test_demo_without_workdir_gets_past_its_cache(fresh, tmp_path):
-    """The demo writes its cohort into ./mrisr-work/data/demo, then (--trials 0) stops cleanly
-    where its studies are planned."""
+def test_demo_without_workdir_refuses_bad_counts_before_its_cohort(fresh, tmp_path):
+    """./mrisr-work is made, and --trials 0 is refused before minutes go into the cohort."""
     result = run_cli("demo", "--subjects", "10", "--trials", "0", "--tracking-uri",
                      sqlite_uri(tmp_path / "new" / "mlflow.db"), cwd=fresh)
-    assert_one_line_error(result, "--trials")
-    assert (fresh / DEFAULT_WORKDIR / "data" / "demo" / "manifest.json").is_file()
+    assert_one_line_error(result, "--trials must be at least 1, got 0")
+    assert (fresh / DEFAULT_WORKDIR).is_dir() and not (fresh / DEFAULT_WORKDIR / "data").exists()
 
 
 def test_ui_without_workdir_hands_the_given_store_to_mlflow(fresh, monkeypatch, capsys):

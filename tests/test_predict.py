@@ -485,3 +485,15 @@ def test_slice_runner_equals_plain_g_on_every_slice(model):
         got = SliceRunner(net, batch_size=batch)(lr)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     assert torch.get_num_threads() == threads  # the runner's one-thread workers leave no trace
+
+
+def test_a_keep_other_than_the_models_is_warned_about(tmp_path, monkeypatch, capsys):
+    source = write_nifti(tmp_path / "scan.nii.gz", blob_volume(0, (32, 32, 3)))
+    checkpoint = generator_file(tmp_path / "g.pt")  # trained at keep 0.5
+    code, out, err = cli(monkeypatch, capsys, "--input", source, "--output", tmp_path / "a.nii.gz",
+                         "--checkpoint", checkpoint, "--keep", "0.3")
+    assert code == 0, err
+    assert "warning: --keep 0.3 is not the 0.5 it was trained at" in out
+    code, out, err = cli(monkeypatch, capsys, "--input", source, "--output", tmp_path / "b.nii.gz",
+                         "--checkpoint", checkpoint)
+    assert code == 0 and "warning: --keep" not in out, err

@@ -50,7 +50,8 @@ def discover_scans(data_dir: str | Path, sites: list[str] | None = None) -> list
     """
     root = Path(data_dir)
     if not root.is_dir():
-        raise UserInputError(f"{root}: data directory not found")
+        what = "is a file, not a folder of scans" if root.exists() else "data directory not found"
+        raise UserInputError(f"{root}: {what}")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
     if not files:
         raise UserInputError(f"{root}: no NIfTI files (.nii/.nii.gz) found")

@@ -156,6 +156,9 @@ def predict(request: PredictRequest, say: Callable[[str], None] = lambda line: N
     say(f"model: {model.label}, {model.source}")
     if model.data is not None:
         say(f"trained on {model.data.grid()}")
+        if predictor.keep != model.data.keep:
+            say(f"warning: --keep {predictor.keep:g} is not the {model.data.keep:g} it was trained at: its "
+                "inputs will look unlike its training data")
     elif request.options.keep is None:
         say(f"its training data are not recorded (a checkpoint's per-epoch file or an older run): keep "
             f"{predictor.keep:g} assumed (--keep to change)")
