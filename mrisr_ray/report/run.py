@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mrisr_ray import runs, tracking
+from mrisr_ray.config import Config
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.progress import Track, Watch, no_progress, no_watch
@@ -25,7 +26,7 @@ from mrisr_ray.report.markdown import render
 from mrisr_ray.report.sources import ModelSource, config_of, from_study, load_generator
 from mrisr_ray.runs import RunKind
 from mrisr_ray.tracking import Tracking
-from mrisr_ray.workdir import Workdir
+from mrisr_ray.workdir import Workdir, ensure_folder
 
 IXI_PROVENANCE = ("This work uses data from the IXI dataset, https://brain-development.org/ixi-dataset/ "
                   "(IXI – Information eXtraction from Images, EPSRC GR/S21533/02), licensed CC BY-SA 3.0.")
@@ -59,12 +60,11 @@ class ReportResult:
     run_id: str
 
 
-def retrained(request: ReportRequest, cache: Cache, model: str, choice: str | None,
-              watch: Watch) -> ModelSource:
-    """Train the chosen configuration on all non-test subjects (`--retrain`)."""
+def retrained(request: ReportRequest, model: str, chosen: tuple[Config, str], watch: Watch) -> ModelSource:
+    """Train the chosen configuration (`config_of`) on all non-test subjects (`--retrain`)."""
     from mrisr_ray.train.run import TrainRequest, train
 
-    config, origin = config_of(request.tracking, request.experiment, model, choice, cache)
+    config, origin = chosen
     result = train(TrainRequest(config=config, cache=request.cache, workdir=request.workdir,
                                 tracking=request.tracking, fold=None, device=request.device,
                                 experiment=request.experiment, vgg_weights=request.vgg_weights,
@@ -74,17 +74,17 @@ def retrained(request: ReportRequest, cache: Cache, model: str, choice: str | No
 
 
 def model_sources(request: ReportRequest, cache: Cache, watch: Watch) -> list[ModelSource]:
+    if request.retrain:  # every choice checked before the first model trains for minutes
+        chosen = {model: config_of(request.tracking, request.experiment, model, request.choices.get(model),
+                                   cache) for model in MODELS}
+        return [retrained(request, model, chosen[model], watch) for model in MODELS]
     sources = []
     for model in MODELS:
         choice = request.choices.get(model)
-        if request.retrain:
-            source = retrained(request, cache, model, choice, watch)
-        else:
-            if choice and Path(choice).is_file():
-                raise UserInputError(f"--{model} {choice}: a config file needs --retrain (fold models "
-                                     "come from a study)")
-            source = from_study(request.tracking, request.experiment, model, choice, cache)
-        sources.append(source)
+        if choice and Path(choice).is_file():
+            raise UserInputError(f"--{model} {choice}: a config file needs --retrain (fold models "
+                                 "come from a study)")
+        sources.append(from_study(request.tracking, request.experiment, model, choice, cache))
     return sources
 
 
@@ -131,9 +131,8 @@ def make_report(request: ReportRequest, track: Track = no_progress,
                 watch: Watch = no_watch) -> ReportResult:
     cache = Cache.open(request.cache)
     test = check_test_subjects(cache)
+    folder = ensure_folder(request.out or request.workdir.reports, "--out")
     sources = model_sources(request, cache, watch)
-    folder = request.out or request.workdir.reports
-    folder.mkdir(parents=True, exist_ok=True)
     tv_weight = choose_tv_weight(cache, cache.splits.folds[0].val[:TV_VALIDATION_SUBJECTS], track)
     evaluation = evaluate(cache, test, sources, tv_weight, example_slices(cache, test, request.examples),
                           track)
