@@ -425,6 +425,8 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic cohort, its splits and the studies.")] = 0,
     vgg_weights: Annotated[str | None, typer.Option(
         help="VGG-19 weights for CPCE, if you have them.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the newest (interrupted) demo of this work directory.")] = False,
     workdir: WorkdirOption = None,
     tracking_uri: TrackingOption = None,
     verbose: VerboseOption = False,
@@ -437,17 +439,20 @@ def demo(
 
     wd = resolve_workdir(workdir)
     with session("demo", wd, verbose) as console:
-        result = run_demo(DemoRequest(workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
-                                      subjects=subjects, trials=trials, folds=folds, seed=seed,
-                                      vgg_weights=vgg_weights),
-                          say=console.say, track=console.track, watch=console.watch)
-        console.say("")
-        console.say((Path(result.report.report)).read_text().split("## Configurations")[0].strip())
-        console.say("")
-        timing = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
-        console.say(f"time: {timing}")
-        console.say(f"report: {result.report.report}")
-        console.say(f"MLflow UI: mrisr-ray ui --workdir {wd.root}  (it prints the address of the runs table)")
+        try:
+            result = run_demo(DemoRequest(workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
+                                          subjects=subjects, trials=trials, folds=folds, seed=seed,
+                                          vgg_weights=vgg_weights, resume=resume),
+                              say=console.say, track=console.track, watch=console.watch)
+        except KeyboardInterrupt:
+            console.say(f"demo interrupted; continue it with: mrisr-ray demo --resume --workdir {wd.root}",
+                        err=True)
+            result = None
+        else:
+            for line in result.lines(wd):
+                console.say(line)
+    if result is None:
+        raise typer.Exit(130)
 
 
 @app.command(cls=Command, epilog="Example: mrisr-ray ui --port 5000")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mrisr_ray import runs
 from mrisr_ray.config import load_config
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.data.synthetic import prepare_synthetic_cache
@@ -16,9 +17,10 @@ from mrisr_ray.errors import UserInputError
 from mrisr_ray.models.vgg import resolve_vgg_weights
 from mrisr_ray.progress import Track, Watch, no_progress, no_watch
 from mrisr_ray.registry import MODELS
+from mrisr_ray.report.markdown import CONFIGURATIONS_HEADING
 from mrisr_ray.report.run import ReportRequest, ReportResult, make_report
 from mrisr_ray.resources import Resources
-from mrisr_ray.tracking import Tracking
+from mrisr_ray.tracking import DEFAULT_EXPERIMENT, Tracking
 from mrisr_ray.tuning.study import StudyRequest, run_study
 from mrisr_ray.workdir import Workdir
 
@@ -38,6 +40,7 @@ class DemoRequest:
     trials: int = 2
     seed: int = 0
     vgg_weights: str | None = None
+    resume: bool = False  # continue the newest demo of this store: its finished studies are kept
 
 
 @dataclass
@@ -45,6 +48,15 @@ class DemoResult:
     report: ReportResult
     seconds: dict[str, float]
     perceptual: str
+
+    def lines(self, workdir: Workdir) -> list[str]:
+        """What the console shows at the end: the report's results, the time of each step, and
+        where to look next."""
+        results = self.report.report.read_text().split(CONFIGURATIONS_HEADING)[0].strip()
+        timing = ", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items())
+        return ["", results, "", f"time: {timing}", f"report: {self.report.report}",
+                f"MLflow UI: mrisr-ray ui --workdir {workdir.root}  (it prints the address of the runs "
+                "table)"]
 
 
 def demo_cache(request: DemoRequest, track: Track) -> Path:
@@ -71,6 +83,15 @@ def vgg_weights(request: DemoRequest) -> str | None:
         return None
 
 
+def resumed_stamp(tracking: Tracking) -> str:
+    """The time stamp of the newest demo in `tracking` (its studies are demo-<model>-<stamp>)."""
+    found = [run.data.tags[runs.STUDY] for run in runs.study_runs(tracking, DEFAULT_EXPERIMENT)
+             if run.data.tags[runs.STUDY].startswith("demo-")] if tracking.exists() else []
+    if not found:
+        raise UserInputError(f"--resume: no demo to continue in {tracking.uri}; run `mrisr-ray demo`")
+    return found[0].split("-", 2)[2]  # newest first
+
+
 def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
              track: Track = no_progress, watch: Watch = no_watch) -> DemoResult:
     if request.subjects < 10:
@@ -78,6 +99,7 @@ def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
                              f"{request.subjects}")
     if request.trials < 1:
         raise UserInputError(f"--trials must be at least 1, got {request.trials}")
+    stamp = resumed_stamp(request.tracking) if request.resume else time.strftime("%Y%m%d-%H%M%S")
     seconds: dict[str, float] = {}
     start, steps = time.perf_counter(), len(MODELS) + 2
     say(f"[1/{steps}] synthetic cohort: {request.subjects} subjects ({request.test_fraction:.0%} "
@@ -90,20 +112,24 @@ def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
         say("      no VGG-19 ImageNet weights found: models with a perceptual loss use "
             "loss.perceptual=random_vgg (recorded in MLflow and the report); see `mrisr-ray train "
             "--help` for --vgg-weights")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     studies = {}
     for step, (model, spec) in enumerate(MODELS.items(), start=2):
-        say(f"[{step}/{steps}] tune {model}: {request.trials} trials × {request.folds} folds")
+        name = studies[model] = f"demo-{model}-{stamp}"
         began = time.perf_counter()
+        earlier = runs.study_runs(request.tracking, DEFAULT_EXPERIMENT, study=name) if request.resume else []
+        if earlier and earlier[0].info.status == "FINISHED":
+            say(f"[{step}/{steps}] tune {model}: study {name} finished before, kept")
+            continue
+        say(f"[{step}/{steps}] tune {model}: {request.trials} trials × {request.folds} folds"
+            + (f" (continuing study {name})" if earlier else ""))
         overrides = [f"loss.perceptual={perceptual}"] if spec.perceptual else []
         config = load_config(model, defaults_dir("configs") / f"demo_{model}.yaml", overrides)
-        result = run_study(StudyRequest(
+        run_study(StudyRequest(
             config=config, space_path=defaults_dir("search_spaces") / f"demo_{model}.yaml", cache=cache,
             workdir=request.workdir, tracking=request.tracking, trials=request.trials,
-            folds=request.folds, name=f"demo-{model}-{stamp}", seed=request.seed,
+            folds=request.folds, name=name, seed=request.seed, resume=bool(earlier),
             vgg_weights=weights, concurrent=DEMO_CONCURRENT,
             resources=Resources(cpus_per_worker=DEMO_CPUS_PER_WORKER)), watch=watch)
-        studies[model] = result.name
         seconds[f"tune_{model}"] = time.perf_counter() - began
     say(f"[{steps}/{steps}] report on the test subjects")
     began = time.perf_counter()

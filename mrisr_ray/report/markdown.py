@@ -13,6 +13,7 @@ from mrisr_ray.registry import model_spec
 from mrisr_ray.report.evaluate import LABELS, LR_ROW, Evaluation, paired_test, table_rows, worse_than_input
 from mrisr_ray.report.sources import ModelSource
 
+CONFIGURATIONS_HEADING = "## Configurations"  # follows the results: the demo's console stops there
 # Seed paper, Table 1 (IXI T2, Guy's, 955 test slices; normalisation and metric protocol unstated).
 PAPER_TABLE = [("GAN-CPCE (paper, quoted)", 33.2031, 0.9563), ("GAN-CIRCLE (paper, quoted)", 32.2995, 0.9465)]
 
@@ -124,7 +125,7 @@ def render(evaluation: Evaluation, sources: list[ModelSource], data: dict, figur
     lines += [""]
     lines += ["k-space data consistency (+DC, no training):", *[dc_verdict(evaluation, LABELS[s.model])
                                                               for s in sources], ""]
-    lines += ["## Configurations", "", *[line for s in sources for line in configuration_section(s)]]
+    lines += [CONFIGURATIONS_HEADING, "", *[line for s in sources for line in configuration_section(s)]]
     lines += ["## Figures", ""]
     for name in figures:
         lines += [f"![{name}]({name})", "", f"*{caption(name)}*", ""]

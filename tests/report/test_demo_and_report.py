@@ -304,3 +304,22 @@ def test_the_mlflow_ui_shows_the_demos_runs(demo, tmp_path):
     assert {tags["study.cpce"], tags["study.circle"]} == set(studies)
     for run_id in studies.values():
         assert f"/runs/{run_id})" in tags["mlflow.note.content"]
+
+
+def test_demo_resume_keeps_the_finished_studies_and_reports_again(demo, tmp_path):
+    """`demo --resume` continues the newest demo of its work directory: here both studies had
+    finished (an interruption during the report), so no fold trains again. Last in this module: it
+    writes a second report run."""
+    workdir, _ = demo
+    t = Tracking.for_workdir(Workdir(workdir))
+
+    def fold_runs() -> int:
+        return len(t.client().search_runs([t.experiment_id("mrisr-ray")], "tags.kind = 'fold'"))
+
+    before = fold_runs()
+    result = run_cli("demo", "--workdir", workdir, "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("finished before, kept") == 2
+    assert "LR input (zero-filled)" in result.stdout and fold_runs() == before
+    assert_one_line_error(run_cli("demo", "--workdir", tmp_path / "empty", "--resume"),
+                          "--resume: no demo to continue")
