@@ -433,7 +433,7 @@ def demo(
 ) -> None:
     """Run everything on the embedded synthetic cohort: prepare, tune both models, report."""
     from mrisr_ray.console import session
-    from mrisr_ray.demo import DemoRequest, run_demo
+    from mrisr_ray.demo import DemoInterrupted, DemoRequest, run_demo
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import resolve_workdir
 
@@ -444,9 +444,8 @@ def demo(
                                           subjects=subjects, trials=trials, folds=folds, seed=seed,
                                           vgg_weights=vgg_weights, resume=resume),
                               say=console.say, track=console.track, watch=console.watch)
-        except KeyboardInterrupt:
-            console.say(f"demo interrupted; continue it with: mrisr-ray demo --resume --workdir {wd.root}",
-                        err=True)
+        except DemoInterrupted as exc:
+            console.say(str(exc), err=True)
             result = None
         else:
             for line in result.lines(wd):
@@ -466,11 +465,13 @@ def ui(
     import os
 
     from mrisr_ray import runs
-    from mrisr_ray.tracking import Tracking, ui_command
+    from mrisr_ray.tracking import UI_ENVIRONMENT, Tracking, ui_command
     from mrisr_ray.workdir import resolve_workdir
 
     tracking = Tracking.for_workdir(resolve_workdir(workdir), tracking_uri)
     command = ui_command(tracking, port)
+    for name, value in UI_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     address = tracking.runs_url(port, experiment, runs.TABLE_COLUMNS)
     typer.echo(f"MLflow UI for {tracking.uri} (Ctrl-C stops it): open {address}")
     sys.stdout.flush()

@@ -209,7 +209,8 @@ def validate(config: Config) -> Config:
         (0.0 <= config.train.warmup_fraction <= 0.5, "train.warmup_fraction must be in [0, 0.5]"),
         *((math.isfinite(value) and value >= 0, f"loss.{name} must be a finite number >= 0, got {value}")
           for name, value in asdict(config.loss).items() if isinstance(value, float)),
-        (math.isfinite(config.train.lr) and config.train.lr_final <= config.train.lr,
+        (math.isfinite(config.train.lr), f"train.lr must be a finite number, got {config.train.lr}"),
+        (config.train.lr_final <= config.train.lr,
          "train.lr_final must be <= train.lr (the schedule decays)"),
         (0.0 <= config.data.foreground_bias <= 1.0, "data.foreground_bias must be in [0, 1]"),
         (config.train.max_patches_per_epoch is None or config.train.max_patches_per_epoch >= 1,

@@ -3,9 +3,10 @@ prepare, a small tune of GAN-CPCE and of GAN-CIRCLE across folds, then the repor
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mrisr_ray import runs
@@ -24,6 +25,7 @@ from mrisr_ray.tracking import DEFAULT_EXPERIMENT, Tracking
 from mrisr_ray.tuning.study import StudyRequest, run_study
 from mrisr_ray.workdir import Workdir
 
+DEMO_STUDY = re.compile(rf"demo-({'|'.join(MODELS)})-(\d{{8}}-\d{{6}})")  # demo-<model>-<time stamp>
 # Two trials at once, each a one-thread fold worker beside its 0.1-CPU trial driver, so that
 # two cores overlap one trial's Ray start-up with the other's training.
 DEMO_CONCURRENT, DEMO_CPUS_PER_WORKER = 2, 0.9
@@ -83,23 +85,53 @@ def vgg_weights(request: DemoRequest) -> str | None:
         return None
 
 
-def resumed_stamp(tracking: Tracking) -> str:
-    """The time stamp of the newest demo in `tracking` (its studies are demo-<model>-<stamp>)."""
-    found = [run.data.tags[runs.STUDY] for run in runs.study_runs(tracking, DEFAULT_EXPERIMENT)
-             if run.data.tags[runs.STUDY].startswith("demo-")] if tracking.exists() else []
-    if not found:
-        raise UserInputError(f"--resume: no demo to continue in {tracking.uri}; run `mrisr-ray demo`")
-    return found[0].split("-", 2)[2]  # newest first
+def resumed(request: DemoRequest) -> tuple[DemoRequest, str]:
+    """The newest demo of this store, continued as it was started: (its request, its time stamp).
+    Its studies are demo-<model>-<stamp>, all with the same trials; its cohort and folds are its
+    cache's, whatever `request` says (a rebuilt cohort would not be the one it tuned on)."""
+    t = request.tracking
+    studies = [run for run in runs.study_runs(t, DEFAULT_EXPERIMENT)
+               if DEMO_STUDY.fullmatch(run.data.tags[runs.STUDY])] if t.exists() else []
+    if not studies:
+        raise UserInputError(f"--resume: no demo to continue in {t.uri}; run `mrisr-ray demo`")
+    newest = studies[0]
+    cache = request.workdir.data / "demo"
+    if not (cache / "manifest.json").is_file():
+        raise UserInputError(f"--resume: the demo's cohort {cache} is gone; run `mrisr-ray demo` again")
+    opened = Cache.open(cache)
+    cohort = opened.manifest.origin.get("synthetic", {})
+    return (replace(request, subjects=cohort["subjects"], seed=cohort["seed"], slices=cohort["slices"],
+                    folds=len(opened.splits.folds), trials=int(newest.data.params["trials"])),
+            DEMO_STUDY.fullmatch(newest.data.tags[runs.STUDY]).group(2))
+
+
+class DemoInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the demo; the message says how to continue it."""
 
 
 def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
              track: Track = no_progress, watch: Watch = no_watch) -> DemoResult:
+    """Prepare, tune both models, report (`request.resume`: the newest demo, continued)."""
+    try:
+        return demo_steps(request, say, track, watch)
+    except KeyboardInterrupt:
+        store = request.tracking.uri
+        where = f"--workdir {request.workdir.root}" + (
+            "" if store == request.workdir.mlflow_uri else f" --tracking-uri {store}")
+        hint = f"demo interrupted; continue it with: mrisr-ray demo --resume {where}"
+        raise DemoInterrupted(hint) from None
+
+
+def demo_steps(request: DemoRequest, say: Callable[[str], None], track: Track, watch: Watch) -> DemoResult:
+    if request.resume:
+        request, stamp = resumed(request)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
     if request.subjects < 10:
         raise UserInputError(f"--subjects must be at least 10 (test subjects and folds), got "
                              f"{request.subjects}")
     if request.trials < 1:
         raise UserInputError(f"--trials must be at least 1, got {request.trials}")
-    stamp = resumed_stamp(request.tracking) if request.resume else time.strftime("%Y%m%d-%H%M%S")
     seconds: dict[str, float] = {}
     start, steps = time.perf_counter(), len(MODELS) + 2
     say(f"[1/{steps}] synthetic cohort: {request.subjects} subjects ({request.test_fraction:.0%} "

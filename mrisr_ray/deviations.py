@@ -63,10 +63,11 @@ def deviation_lines(config: Config) -> list[str]:
     if warmup:
         lines.append(f"L1 warm-up of the generator(s), no critic: {warmup} of {config.train.epochs} "
                      "epochs, then fresh optimizers")
+    described = {"train.warmup_fraction"} if warmup else set()  # by the warm-up line
     paper = paper_settings(config.model)
     lines += [f"{key} {shown(value)} (configs/{config.model}.yaml: {shown(paper[key])})"
               for key, value in model_params(config).items()
-              if key not in ENGINEERING and value != paper[key]]
+              if key not in ENGINEERING | described and value != paper[key]]
     return lines
 
 

@@ -107,6 +107,7 @@ MODELS: dict[str, ModelSpec] = {
             "critic: 4x4/s2 conv stages + FC + FC 1 as the paper (official code: PatchGAN)",
             "JST on G(x) with tau (official code: on the identity outputs)",
             "paired LR/HR patches (official code: independent shuffles)",
+            "lr schedule: the MRI paper's, as CPCE's (official code: Adam lr 1e-5)",
         )),
 }
 

@@ -10,6 +10,7 @@ a `--tracking-uri sqlite:///…/x.db` keeps its artifacts in `mlartifacts/` besi
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import json
 import logging
 import os
@@ -21,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mrisr_ray.errors import UserInputError
+from mrisr_ray.errors import UserInputError, describe
 from mrisr_ray.ray_runtime import NO_TRACKING_ENV
 from mrisr_ray.workdir import Workdir, ensure_folder
 
@@ -40,14 +42,21 @@ EXPERIMENT_KIND = "custom_model_development"
 SHARED_VIEW_TAG, SHARED_VIEW_PARAMETER, VIEW_KEY = "mlflow.sharedViewState.", "viewStateShareKey", "mrisr-ray"
 
 
-# The stores MLflow's tracking client opens (a database URI may name its driver: postgresql+psycopg2).
+# The stores MLflow's tracking client opens (a database URI may name its driver: postgresql+psycopg2),
+# beside those of installed plugins (the `mlflow.tracking_store` entry points).
 STORE_SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks",
                  "databricks-uc")
+# One worker process and no job runner (it serves GenAI jobs: five more processes importing
+# MLflow, minutes to start on a busy laptop) suffice for one user's runs table.
+UI_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def check_store_uri(uri: str) -> None:
+    """Refuse a `--tracking-uri` whose kind of store MLflow cannot open (one line, before MLflow's
+    own exception)."""
     scheme = uri.partition("://")[0] if "://" in uri else ""
-    if scheme.split("+")[0] not in STORE_SCHEMES:
+    plugins = {entry.name for entry in importlib.metadata.entry_points(group="mlflow.tracking_store")}
+    if scheme.split("+")[0] not in STORE_SCHEMES and scheme not in plugins:
         raise UserInputError(f"--tracking-uri {uri}: MLflow has no store of kind {scheme!r} (use "
                              "sqlite:///FILE.db, a folder, http(s)://HOST, postgresql:// or mysql://)")
 
@@ -154,19 +163,20 @@ class Tracking:
 
 
 def ui_command(tracking: Tracking, port: int) -> list[str]:
-    """The MLflow UI server on 127.0.0.1:`port` for `tracking`'s store, checked to be able to
-    bind there (a port out of range or in use: one line, not the server's traceback)."""
+    """The MLflow UI server on 127.0.0.1:`port` for `tracking`'s store (with `UI_ENVIRONMENT`),
+    checked to be able to bind there (a port out of range or in use: one line, not the server's
+    traceback)."""
     if not 1 <= port <= 65535:
         raise UserInputError(f"--port {port}: must be in 1..65535")
     with socket.socket() as probe:
+        # As the server binds: a port that the last server's closed connections still hold
+        # (TIME_WAIT) is free to it; one that something listens on is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:
             raise UserInputError(f"--port {port}: 127.0.0.1:{port} is not free ({exc.strerror}); "
                                  "pick another --port") from None
-    # One worker process and no job runner (it serves GenAI jobs: five more processes importing
-    # MLflow, minutes to start on a busy laptop) suffice for one user's runs table.
-    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking.uri,
                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     if tracking.artifact_root:
@@ -219,8 +229,17 @@ def end_run(tracking: Tracking, run_id: str, status: str = "FINISHED") -> None:
     tracking.client().set_terminated(run_id, status=status)
 
 
-def run_tags(tracking: Tracking, run_id: str) -> dict[str, str]:
-    return tracking.client().get_run(run_id).data.tags
+def existing_run(tracking: Tracking, run_id: str, option: str) -> Run:
+    """The run `run_id` that `option` (e.g. "--resume ID") names, or one line: no such run, or a
+    store that did not answer (a locked or damaged database, a server that is down)."""
+    try:
+        return tracking.client().get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # unknown, malformed
+            raise UserInputError(f"{option}: no such MLflow run in {tracking.uri}") from None
+        raise UserInputError(f"{option}: {tracking.uri} did not answer ({describe(exc)})") from None
+    except Exception as exc:  # the database driver's own, for a locked or damaged SQLite file
+        raise UserInputError(f"{option}: {tracking.uri} did not answer ({describe(exc)})") from None
 
 
 def mark_running(tracking: Tracking, run_id: str) -> None:

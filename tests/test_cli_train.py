@@ -56,17 +56,19 @@ def test_train_help_has_an_example():
 
 
 def test_ctrl_c_says_how_to_resume_the_run(tiny_synthetic_cache, tmp_path):
-    """Interrupted after its first checkpoint: exit 130, the run marked KILLED, and the command that
-    continues it (a run id the user could not know otherwise)."""
+    """Ctrl-C in a terminal (SIGINT to the whole process group) after the first checkpoint: exit
+    130, the run marked KILLED, and the command that continues it (a run id the user could not
+    know otherwise)."""
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import Workdir
 
     overrides = [arg for item in [*TINY_RUN, "train.epochs=50"] for arg in ("--set", item)]
     run = subprocess.Popen([sys.executable, "-m", "mrisr_ray", "train", "--model", "circle", "--data",
                             str(tiny_synthetic_cache), "--workdir", str(tmp_path), "--device", "cpu",
-                            *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
     wait_for(lambda: any((tmp_path / "ray").glob("*/checkpoint_*/state.pt")), "a checkpoint")
-    run.send_signal(signal.SIGINT)
+    os.killpg(run.pid, signal.SIGINT)
     _, stderr = run.communicate(timeout=300)
     assert run.returncode == 130, stderr[-2000:]
     t = Tracking.for_workdir(Workdir(tmp_path))

@@ -147,7 +147,13 @@ def staging_folder(out: Path) -> Path:
     """A fresh `<out>.partial/` (a leftover from an interrupted run is removed)."""
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    return ensure_folder(staging, f"--out {out}")
+    ensure_folder(staging.parent, f"--out {out}")
+    try:
+        staging.mkdir()
+    except FileExistsError:
+        raise UserInputError(f"{staging}: left by an interrupted run and cannot be removed; delete "
+                             "it") from None
+    return staging
 
 
 def publish(staging: Path, out: Path) -> None:

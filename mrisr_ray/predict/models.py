@@ -7,15 +7,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.exceptions import MlflowException
 from torch import nn
 
 from mrisr_ray import runs
 from mrisr_ray.config import Config
-from mrisr_ray.errors import UserInputError, describe
+from mrisr_ray.errors import UserInputError
 from mrisr_ray.registry import model_spec
 from mrisr_ray.runs import RunKind
-from mrisr_ray.tracking import Tracking
+from mrisr_ray.tracking import Tracking, existing_run
 from mrisr_ray.train.checkpoint import GeneratorFile, TrainingData, read_generator
 
 TRAINING_KINDS = (RunKind.TRAIN.value, RunKind.FOLD.value, RunKind.RETRAIN.value)
@@ -72,12 +71,7 @@ def from_run(tracking: Tracking, run_id: str) -> Model:
     """A training run's best generator (`train`, a fold of a study, or a retraining)."""
     if not tracking.exists():
         raise UserInputError(f"--run {run_id}: {tracking.uri} holds no runs")
-    try:
-        kind = tracking.client().get_run(run_id).data.tags.get(runs.KIND)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # unknown, malformed
-            raise UserInputError(f"--run {run_id}: no such MLflow run in {tracking.uri}") from None
-        raise UserInputError(f"--run {run_id}: {tracking.uri} did not answer ({describe(exc)})") from None
+    kind = existing_run(tracking, run_id, f"--run {run_id}").data.tags.get(runs.KIND)
     if kind not in TRAINING_KINDS:
         raise UserInputError(f"--run {run_id}: a {kind or 'non-mrisr-ray'} run, not a training run "
                              "(for a study: --study NAME)")

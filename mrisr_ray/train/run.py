@@ -70,7 +70,8 @@ def fit_off_the_main_thread(trainer: Any) -> Any:
     """`trainer.fit()` in a thread of its own. Called from the main thread, Ray Train installs a
     SIGINT handler that aborts the run and ends the process (exit code 1, not a word said);
     from another thread it installs none, so Ctrl-C raises KeyboardInterrupt here and `train`
-    marks the run KILLED and says how to resume it (the session's `ray.shutdown` ends the rest)."""
+    marks the run KILLED and says how to resume it (and ends the Ray it started, its workers
+    with it)."""
     outcome: Future = Future()
 
     def fit() -> None:
@@ -118,10 +119,7 @@ def resumed(request: TrainRequest, cache: Cache) -> Resumed:
     """The run `request.resume_run_id`, checked to be the same training: same cache and splits,
     the same config when one is given, and its Ray run folder present with a loadable checkpoint."""
     t, run_id = request.tracking, request.resume_run_id
-    try:
-        tags = tracking.run_tags(t, run_id)
-    except Exception:
-        raise UserInputError(f"--resume {run_id}: no such MLflow run in {t.uri}") from None
+    tags = tracking.existing_run(t, run_id, f"--resume {run_id}").data.tags
     if runs.RAY_RUN_NAME not in tags:
         raise UserInputError(f"--resume {run_id}: not an mrisr-ray training run")
     for key, value in runs.data_tags(cache).items():
@@ -169,6 +167,7 @@ def start_run(request: TrainRequest, config: Config, cache: Cache, ray_name: str
 def train(request: TrainRequest, watch: Watch = no_watch) -> TrainResult:
     """Run one training (or resume one) and return its best validation result; `watch` follows
     it while it runs."""
+    import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -195,6 +194,7 @@ def train(request: TrainRequest, watch: Watch = no_watch) -> TrainResult:
     if request.trial is None:  # a study resolved its folds' VGG weights once, before its trials
         # Missing VGG weights stop here, with the instructions, not inside a worker.
         config = with_resolved_weights(config, request.vgg_weights)
+    started_ray = not ray.is_initialized()
     ensure_ray(request.address)
     check_cluster_request(resources)
     t = request.tracking
@@ -227,8 +227,12 @@ def train(request: TrainRequest, watch: Watch = no_watch) -> TrainResult:
             result = fit_off_the_main_thread(trainer)
     except KeyboardInterrupt:
         tracking.end_run(t, run_id, "KILLED")
+        if started_ray:  # its workers stop with it (a caller's own Ray is the caller's to end)
+            ray.shutdown()
+        store = "" if t.uri == request.workdir.mlflow_uri else f" --tracking-uri {t.uri}"
         raise TrainInterrupted(f"training run {run_id} interrupted; continue it with: mrisr-ray train "
-                               f"--resume {run_id} --data {cache.path} (and the same --workdir)") from None
+                               f"--resume {run_id} --data {cache.path} --workdir {request.workdir.root}"
+                               f"{store}") from None
     except Exception as exc:
         tracking.end_run(t, run_id, "FAILED")
         raise RunFailed(f"training run {run_id} failed: {exc}") from exc

@@ -115,7 +115,8 @@ def parse_dimension(path: Path, name: str, spec: Any) -> Dimension:
 
 def check_against_config(path: Path, dimension: Dimension, config: Config) -> None:
     """The key is one of the model's, and its range's ends (or every choice) are valid values of
-    it: the config field's type and range (`validate`), so no trial draws a value that fails."""
+    it: the config field's type and range (`validate`). Checked one key at a time: a rule between
+    two keys (lr_final <= lr) can still refuse a trial whose space searches both."""
     samples = dimension.choices if dimension.type == "categorical" else (
         [int(dimension.low), int(dimension.high)] if dimension.type == "int"
         else [dimension.low, dimension.high])

@@ -33,6 +33,7 @@ from mrisr_ray.tuning.trial import StudySpec, cv_trial
 
 if TYPE_CHECKING:
     import optuna
+    from ray.tune import ResultGrid
 
 
 class StudyInterrupted(KeyboardInterrupt):
@@ -174,24 +175,21 @@ def scheduler(request: StudyRequest, plan: Plan, metric: str):
 
 
 def check_private(experiment_path: Path) -> None:
-    """Refuse a study folder that another user could have written: Ray Tune restores a study, and
-    reads its trials back, by unpickling the files at its top (tuner.pkl, the searcher's state,
-    the trials in experiment_state-*.json), so a foreign or world-writable one could run code."""
+    """Refuse a study folder that another user could have written: Ray Tune restores a study by
+    unpickling the files at its top (tuner.pkl, the searcher's state, the trials in
+    experiment_state-*.json), so a foreign or world-writable one could run code."""
     for path in (experiment_path, *experiment_path.iterdir()):
-        info = path.lstat()
+        info = path.stat()  # a link's target: the link itself always reads 0777
         if info.st_uid != os.getuid() or info.st_mode & stat.S_IWOTH:
             raise UserInputError(f"{path}: owned by another user or writable by everyone; Ray would "
                                  "unpickle it, so mrisr-ray will not: chmod o-w it, or tune under a "
                                  "private --storage-path")
 
 
-def unfinished_trials(experiment_path: Path, planned: int) -> int:
-    """Trials not yet ended (a Ctrl-C'd study): still pending/running/paused, or never created."""
-    from ray.tune import ExperimentAnalysis
-
-    check_private(experiment_path)
-    trials = ExperimentAnalysis(str(experiment_path)).trials
-    return sum(t.status not in ("TERMINATED", "ERROR") for t in trials) + max(0, planned - len(trials))
+def unfinished_trials(grid: ResultGrid, planned: int) -> int:
+    """Trials not yet ended (a Ctrl-C'd study): still pending/running/paused, or never created
+    (Tune's in-memory ResultGrid: nothing is read back from the study folder)."""
+    return planned - grid.num_terminated - grid.num_errors
 
 
 def run_study(request: StudyRequest, watch: Watch = no_watch) -> StudyResult:
@@ -252,7 +250,7 @@ def run_study(request: StudyRequest, watch: Watch = no_watch) -> StudyResult:
     except KeyboardInterrupt:
         tracking.end_run(t, run_id, "KILLED")
         raise
-    unfinished = unfinished_trials(experiment_path, plan.trials)
+    unfinished = unfinished_trials(grid, plan.trials)
     if unfinished:
         tracking.end_run(t, run_id, "KILLED")
         raise StudyInterrupted(f"study {plan.name} interrupted with {unfinished} unfinished trial(s); "

@@ -58,7 +58,7 @@ def test_a_resume_logs_the_epoch_and_grid_that_never_reached_mlflow(tmp_path):
         tmp_path / "c3", **{SAMPLES_FILE: b"grid 3", RESUMED_SAMPLES_FILE: b"grid 2"}))
     assert logged(t, run_id) == ([1, 2, 3], {"epoch_001.png": b"grid 1", "epoch_002.png": b"grid 2",
                                              "epoch_003.png": b"grid 3"})
-    assert tracking.run_tags(t, run_id)[runs.RESUMED_FROM_EPOCH] == "2"
+    assert t.client().get_run(run_id).data.tags[runs.RESUMED_FROM_EPOCH] == "2"
 
     # Resumed once more from epoch 2: what MLflow already holds is not logged again.
     (tmp_path / "again.png").write_bytes(b"other")

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 from helpers import TINY_RUN
 
-from mrisr_ray import tracking
 from mrisr_ray.config import load_config
 from mrisr_ray.errors import RunFailed, UserInputError
 from mrisr_ray.resources import Resources
@@ -168,4 +167,4 @@ def test_all_train_uses_every_development_subject_and_no_validation(ray_session,
     result = train(req)
     assert result.best_epoch == 2  # the last epoch is the result
     assert metric_steps(req.tracking, result.run_id, "val_psnr") == []
-    assert tracking.run_tags(req.tracking, result.run_id)["fold"] == "all-train"
+    assert req.tracking.client().get_run(result.run_id).data.tags["fold"] == "all-train"
