@@ -30,10 +30,10 @@ from mrisr_ray.tuning.outcomes import StudyResult, finish_study, outcomes_of
 from mrisr_ray.tuning.plan import TRIAL_DRIVER_CPU, Plan, StudyRequest, make_plan
 from mrisr_ray.tuning.space import SearchSpace
 from mrisr_ray.tuning.trial import StudySpec, cv_trial
+from mrisr_ray.workdir import ensure_folder
 
 if TYPE_CHECKING:
     import optuna
-    from ray.tune import ResultGrid
 
 
 class StudyInterrupted(KeyboardInterrupt):
@@ -174,22 +174,27 @@ def scheduler(request: StudyRequest, plan: Plan, metric: str):
                          grace_period=1, reduction_factor=2)
 
 
-def check_private(experiment_path: Path) -> None:
-    """Refuse a study folder that another user could have written: Ray Tune restores a study by
-    unpickling the files at its top (tuner.pkl, the searcher's state, the trials in
-    experiment_state-*.json), so a foreign or world-writable one could run code."""
-    for path in (experiment_path, *experiment_path.iterdir()):
+def check_private(paths: list[Path]) -> None:
+    """Refuse a study folder that another user could write: Ray Tune restores a study, and `tune`
+    reads its trials back at the end (`unfinished_trials`), by unpickling the files at its top
+    (tuner.pkl, the searcher's state, the trials in experiment_state-*.json). Checked before any
+    training: the folder of a resumed study and its files, or the folder a new one goes into."""
+    for path in paths:
         info = path.stat()  # a link's target: the link itself always reads 0777
         if info.st_uid != os.getuid() or info.st_mode & stat.S_IWOTH:
             raise UserInputError(f"{path}: owned by another user or writable by everyone; Ray would "
-                                 "unpickle it, so mrisr-ray will not: chmod o-w it, or tune under a "
-                                 "private --storage-path")
+                                 "unpickle what is there, so mrisr-ray will not: chmod o-w it, or tune "
+                                 "under a private --storage-path")
 
 
-def unfinished_trials(grid: ResultGrid, planned: int) -> int:
-    """Trials not yet ended (a Ctrl-C'd study): still pending/running/paused, or never created
-    (Tune's in-memory ResultGrid: nothing is read back from the study folder)."""
-    return planned - grid.num_terminated - grid.num_errors
+def unfinished_trials(experiment_path: Path, planned: int) -> int:
+    """Trials not yet ended (a Ctrl-C'd study): still pending/running/paused, or never created.
+    (Tune's returned grid counts a trial that Ctrl-C stopped as terminated; its saved state
+    does not.)"""
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(str(experiment_path)).trials
+    return sum(t.status not in ("TERMINATED", "ERROR") for t in trials) + max(0, planned - len(trials))
 
 
 def run_study(request: StudyRequest, watch: Watch = no_watch) -> StudyResult:
@@ -207,8 +212,8 @@ def run_study(request: StudyRequest, watch: Watch = no_watch) -> StudyResult:
     experiment_path, optuna_db = study_paths(request, plan.name)
     if request.resume and not experiment_path.is_dir():
         raise UserInputError(f"--resume: no study named {plan.name!r} under {experiment_path.parent}")
-    if request.resume:
-        check_private(experiment_path)
+    experiment_folder = ensure_folder(experiment_path.parent, "--storage-path")
+    check_private([experiment_path, *experiment_path.iterdir()] if request.resume else [experiment_folder])
     if request.address is None:
         check_local_request(plan.resources, "--gpus-per-worker")
     # Missing VGG weights stop here, with the instructions, not in every trial.
@@ -250,7 +255,7 @@ def run_study(request: StudyRequest, watch: Watch = no_watch) -> StudyResult:
     except KeyboardInterrupt:
         tracking.end_run(t, run_id, "KILLED")
         raise
-    unfinished = unfinished_trials(grid, plan.trials)
+    unfinished = unfinished_trials(experiment_path, plan.trials)
     if unfinished:
         tracking.end_run(t, run_id, "KILLED")
         raise StudyInterrupted(f"study {plan.name} interrupted with {unfinished} unfinished trial(s); "
