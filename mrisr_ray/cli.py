@@ -426,7 +426,8 @@ def demo(
     vgg_weights: Annotated[str | None, typer.Option(
         help="VGG-19 weights for CPCE, if you have them.")] = None,
     resume: Annotated[bool, typer.Option(
-        "--resume", help="Continue the newest (interrupted) demo of this work directory.")] = False,
+        "--resume", help="Continue the newest (interrupted) demo of this work directory, with its own "
+        "cohort, folds and trials.")] = False,
     workdir: WorkdirOption = None,
     tracking_uri: TrackingOption = None,
     verbose: VerboseOption = False,

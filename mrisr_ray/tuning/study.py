@@ -212,8 +212,8 @@ def run_study(request: StudyRequest, watch: Watch = no_watch) -> StudyResult:
     experiment_path, optuna_db = study_paths(request, plan.name)
     if request.resume and not experiment_path.is_dir():
         raise UserInputError(f"--resume: no study named {plan.name!r} under {experiment_path.parent}")
-    experiment_folder = ensure_folder(experiment_path.parent, "--storage-path")
-    check_private([experiment_path, *experiment_path.iterdir()] if request.resume else [experiment_folder])
+    if request.resume:
+        check_private([experiment_path, *experiment_path.iterdir()])
     if request.address is None:
         check_local_request(plan.resources, "--gpus-per-worker")
     # Missing VGG weights stop here, with the instructions, not in every trial.
@@ -223,6 +223,8 @@ def run_study(request: StudyRequest, watch: Watch = no_watch) -> StudyResult:
     ensure_ray(request.address)
     # Refused before launch: a trial that the cluster cannot place would wait forever.
     check_cluster_request(plan.resources, head_cpus=TRIAL_DRIVER_CPU)
+    if not request.resume:  # the folder its Tune experiment goes into
+        check_private([ensure_folder(experiment_path.parent, "--storage-path")])
     started = time.time()
     run_id = study_run(request, plan, cache, existing)
     t = request.tracking
