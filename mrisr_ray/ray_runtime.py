@@ -60,7 +60,7 @@ def check_local_request(resources: Resources, gpu_option: str) -> None:
     asked for GPUs, for the message)."""
     import torch
 
-    workers = resources.check().workers
+    workers = resources.workers  # at least 1: `Resources.check`, which both callers ran
     if resources.use_gpu:
         if not torch.cuda.is_available():
             raise UserInputError(f"{gpu_option}: no CUDA device is available on this machine")

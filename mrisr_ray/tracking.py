@@ -55,8 +55,10 @@ def check_store_uri(uri: str) -> None:
     """Refuse a `--tracking-uri` whose kind of store MLflow cannot open (one line, before MLflow's
     own exception)."""
     scheme = uri.partition("://")[0] if "://" in uri else ""
+    if scheme.split("+")[0] in STORE_SCHEMES:
+        return
     plugins = {entry.name for entry in importlib.metadata.entry_points(group="mlflow.tracking_store")}
-    if scheme.split("+")[0] not in STORE_SCHEMES and scheme not in plugins:
+    if scheme not in plugins:
         raise UserInputError(f"--tracking-uri {uri}: MLflow has no store of kind {scheme!r} (use "
                              "sqlite:///FILE.db, a folder, http(s)://HOST, postgresql:// or mysql://)")
 
@@ -234,11 +236,11 @@ def existing_run(tracking: Tracking, run_id: str, option: str) -> Run:
     store that did not answer (a locked or damaged database, a server that is down)."""
     try:
         return tracking.client().get_run(run_id)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # unknown, malformed
+    except Exception as exc:  # MLflow's own, or the database driver's for a locked or damaged file
+        unknown = isinstance(exc, MlflowException) and exc.error_code in (
+            "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # an unknown or a malformed id
+        if unknown:
             raise UserInputError(f"{option}: no such MLflow run in {tracking.uri}") from None
-        raise UserInputError(f"{option}: {tracking.uri} did not answer ({describe(exc)})") from None
-    except Exception as exc:  # the database driver's own, for a locked or damaged SQLite file
         raise UserInputError(f"{option}: {tracking.uri} did not answer ({describe(exc)})") from None
 
 

@@ -136,7 +136,8 @@ def plan(request: PredictRequest) -> list[tuple[Path, Path]]:
         pairs = [(source, output)]
     existing = [out for _, out in pairs if out.exists()]
     if request.skip_existing:
-        return [(scan, out) for scan, out in pairs if not out.exists()]
+        kept = set(existing)
+        return [(scan, out) for scan, out in pairs if out not in kept]
     if existing and not request.overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
         raise UserInputError(f"--output {existing[0]}{more}: exists (pass --overwrite to replace, or "

@@ -210,9 +210,9 @@ def run_study(request: StudyRequest, watch: Watch = no_watch) -> StudyResult:
         storage = Path(existing.data.tags[runs.RAY_STORAGE])
         request = replace(request, workdir=replace(request.workdir, storage=storage))
     experiment_path, optuna_db = study_paths(request, plan.name)
-    if request.resume and not experiment_path.is_dir():
-        raise UserInputError(f"--resume: no study named {plan.name!r} under {experiment_path.parent}")
     if request.resume:
+        if not experiment_path.is_dir():
+            raise UserInputError(f"--resume: no study named {plan.name!r} under {experiment_path.parent}")
         check_private([experiment_path, *experiment_path.iterdir()])
     if request.address is None:
         check_local_request(plan.resources, "--gpus-per-worker")
