@@ -5,7 +5,8 @@ descriptors 1 and 2, so Ray, Tune, Optuna, MLflow and the processes Ray starts a
 go to `<workdir>/logs/<command>-<time>-<pid>.log`, while the product's own lines and its live
 progress go to the terminal through the `Console` it yields. On a terminal (and without NO_COLOR)
 progress is a live rich display; otherwise it is plain lines without colour codes. `--verbose` shows the
-log itself as it grows, Ray's output included.
+log itself as it grows, Ray's output included. The log's path is printed at the end, except
+after bad input, whose one error line says everything.
 """
 
 from __future__ import annotations
@@ -207,6 +208,7 @@ def session(command: str, workdir: Workdir, verbose: bool = False) -> Iterator[C
     out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
     err = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
     log, follower = None, None
+    names_log = True  # bad input: the one error line says it all, the log adds nothing
     try:
         log = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (closed below, after the fds)
         os.dup2(log.fileno(), 1)
@@ -214,6 +216,7 @@ def session(command: str, workdir: Workdir, verbose: bool = False) -> Iterator[C
         follower = LogFollower(path, out) if verbose else None
         yield Console(out=out, err=err, log=log, live=shows_live(out, verbose), echo_log=verbose)
     except (UserInputError, RunFailed) as exc:
+        names_log = not isinstance(exc, UserInputError)
         if log is not None:
             log.write(f"error: {exc}\n")  # the CLI prints it on the terminal
         raise
@@ -237,7 +240,8 @@ def session(command: str, workdir: Workdir, verbose: bool = False) -> Iterator[C
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
-            out.write(f"log: {path}\n")
+            if names_log:
+                out.write(f"log: {path}\n")
             for stream in (out, err, log):
                 if stream is not None:
                     stream.close()

@@ -13,6 +13,8 @@ def assert_one_line_error(result, *fragments):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr
+    # Progress may come first; the log's path does not follow bad input (the log adds nothing).
+    assert not any(line.startswith("log: ") for line in result.stdout.splitlines()), result.stdout
     for fragment in fragments:
         assert fragment in lines[0]
 
