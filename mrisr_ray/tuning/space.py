@@ -15,6 +15,7 @@ waits for before it models the results; until then it draws at random.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,14 @@ class Dimension:
         if self.type == "categorical":
             return value in self.choices
         return self.low <= value <= self.high
+
+    def ends(self) -> list:
+        """The range's ends (every choice of a categorical): where validity is checked."""
+        if self.type == "categorical":
+            return list(self.choices)
+        if self.type == "int":
+            return [int(self.low), int(self.high)]
+        return [self.low, self.high]
 
     def describe(self) -> str:
         if self.type == "categorical":
@@ -115,12 +124,8 @@ def parse_dimension(path: Path, name: str, spec: Any) -> Dimension:
 
 def check_against_config(path: Path, dimension: Dimension, config: Config) -> None:
     """The key is one of the model's, and its range's ends (or every choice) are valid values of
-    it: the config field's type and range (`validate`). Checked one key at a time: a rule between
-    two keys (lr_final <= lr) can still refuse a trial whose space searches both."""
-    samples = dimension.choices if dimension.type == "categorical" else (
-        [int(dimension.low), int(dimension.high)] if dimension.type == "int"
-        else [dimension.low, dimension.high])
-    for value in samples:
+    it: the config field's type and range (`validate`)."""
+    for value in dimension.ends():
         try:
             with_overrides(config, {dimension.name: value})
         except UserInputError as exc:
@@ -128,6 +133,19 @@ def check_against_config(path: Path, dimension: Dimension, config: Config) -> No
     if not model_spec(config.model).owns(dimension.name):
         raise UserInputError(f"{path}: {dimension.name}: not a setting of {config.model} (a search space "
                              f"for another model?)")
+
+
+def check_pairs(path: Path, dimensions: list[Dimension], config: Config) -> None:
+    """Every two keys together at their ends: a rule between two keys (train.lr_final <= train.lr)
+    would otherwise refuse trials only once they run. Its rules are monotone, so ends suffice."""
+    for i, first in enumerate(dimensions):
+        for second in dimensions[i + 1:]:
+            for a, b in product(first.ends(), second.ends()):
+                try:
+                    with_overrides(config, {first.name: a, second.name: b})
+                except UserInputError as exc:
+                    raise UserInputError(f"{path}: {first.name} {a!r} with {second.name} {b!r}: "
+                                         f"{exc}") from None
 
 
 def parse_tpe(path: Path, spec: Any) -> int:
@@ -152,6 +170,7 @@ def load_space(path: str | Path, config: Config) -> SearchSpace:
         dimension = parse_dimension(path, str(name), spec)
         check_against_config(path, dimension, config)
         dimensions.append(dimension)
+    check_pairs(path, dimensions, config)
     startup = parse_tpe(path, raw["tpe"]) if "tpe" in raw else OPTUNA_STARTUP_TRIALS
     space = SearchSpace(path=path, dimensions=tuple(dimensions), startup_trials=startup)
     space.defaults(config)

@@ -56,6 +56,10 @@ def write(tmp_path, text):
     ("parameters:\n  train.epochs: {type: int, low: -5, high: 10}", "train.epochs must be >= 1"),
     ("parameters:\n  loss.lambda_cycle: {type: float, low: 0.1, high: 1}",
      "loss.lambda_cycle: not a setting of cpce"),
+    # Each end valid alone (lr_final 5e-5 <= the base lr 1e-4), not together.
+    ("parameters:\n  train.lr: {type: float, low: 2.0e-5, high: 1.0e-3, log: true}\n"
+     "  train.lr_final: {type: float, low: 1.0e-6, high: 5.0e-5, log: true}",
+     "train.lr 2e-05 with train.lr_final 5e-05: train.lr_final must be <= train.lr"),
 ])
 def test_bad_space_files(tmp_path, body, message):
     with pytest.raises(UserInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
