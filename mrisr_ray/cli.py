@@ -419,6 +419,7 @@ def predict(
 
 @app.command(cls=Command, epilog="Example: mrisr-ray demo --workdir mrisr-work")
 def demo(
+    ctx: typer.Context,
     subjects: Annotated[int, typer.Option(help="Synthetic subjects (30% are test subjects).")] = 20,
     trials: Annotated[int, typer.Option(help="Trials per model.")] = 2,
     folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 2,
@@ -427,7 +428,7 @@ def demo(
         help="VGG-19 weights for CPCE, if you have them.")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the newest (interrupted) demo of this work directory, with its own "
-        "cohort, folds and trials.")] = False,
+        "cohort, folds, trials and seed.")] = False,
     workdir: WorkdirOption = None,
     tracking_uri: TrackingOption = None,
     verbose: VerboseOption = False,
@@ -438,6 +439,11 @@ def demo(
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import resolve_workdir
 
+    given = [f"--{name}" for name in ("subjects", "trials", "folds", "seed")
+             if ctx.get_parameter_source(name).name == "COMMANDLINE"]
+    if resume and given:
+        raise UserInputError(f"--resume continues the demo with its own cohort, folds, trials and seed; "
+                             f"{'/'.join(given)} cannot change them")
     wd = resolve_workdir(workdir)
     with session("demo", wd, verbose) as console:
         try:

@@ -323,3 +323,5 @@ def test_demo_resume_keeps_the_finished_studies_and_reports_again(demo, tmp_path
     assert "LR input (zero-filled)" in result.stdout and fold_runs() == before
     assert_one_line_error(run_cli("demo", "--workdir", tmp_path / "empty", "--resume"),
                           "--resume: no demo to continue")
+    assert_one_line_error(run_cli("demo", "--workdir", workdir, "--resume", "--trials", "2", "--seed", "0"),
+                          "--trials/--seed cannot change them")
