@@ -333,21 +333,28 @@ def report(
     from mrisr_ray.console import session
     from mrisr_ray.inference import retain_freed_memory
     from mrisr_ray.report.evaluate import worse_than_input
-    from mrisr_ray.report.run import ReportRequest, make_report
+    from mrisr_ray.report.run import ReportInterrupted, ReportRequest, make_report
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import resolve_workdir
 
     wd = resolve_workdir(workdir)
     retain_freed_memory()  # this process then only runs generators (inference.py)
     with session("report", wd, verbose) as console:
-        result = make_report(ReportRequest(
-            cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
-            choices={"cpce": cpce, "circle": circle}, out=out, retrain=retrain, experiment=experiment,
-            vgg_weights=vgg_weights, device=device), track=console.track, watch=console.watch)
-        for line in worse_than_input(result.evaluation):
-            console.say(f"warning: {line}")
-        console.say(f"report: {result.report}")
-        console.say(f"per-subject metrics: {result.metrics_csv}")
+        try:
+            result = make_report(ReportRequest(
+                cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
+                choices={"cpce": cpce, "circle": circle}, out=out, retrain=retrain, experiment=experiment,
+                vgg_weights=vgg_weights, device=device), track=console.track, watch=console.watch)
+        except ReportInterrupted as exc:
+            console.say(str(exc), err=True)
+            result = None
+        else:
+            for line in worse_than_input(result.evaluation):
+                console.say(f"warning: {line}")
+            console.say(f"report: {result.report}")
+            console.say(f"per-subject metrics: {result.metrics_csv}")
+    if result is None:
+        raise typer.Exit(130)
 
 
 PREDICT_HELP = (

@@ -236,6 +236,11 @@ def study_runs(t: Tracking, experiment: str, study: str | None = None, model: st
     return _search(t, experiment, RunKind.STUDY, {STUDY: study, MODEL: model}, finished)
 
 
+def retrain_runs(t: Tracking, experiment: str, model: str) -> list[Run]:
+    """`report --retrain` runs of one model, newest first."""
+    return _search(t, experiment, RunKind.RETRAIN, {MODEL: model})
+
+
 def study_trials(t: Tracking, experiment: str, study: str) -> list[Run]:
     """Every trial run of a study, newest first."""
     return _search(t, experiment, RunKind.TRIAL, {STUDY: study})

@@ -4,8 +4,11 @@ report.md, metrics.csv and figures (also logged as an MLflow "report" run)."""
 from __future__ import annotations
 
 import csv
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mlflow.entities import Run
 
 from mrisr_ray import runs, tracking
 from mrisr_ray.config import Config
@@ -60,15 +63,49 @@ class ReportResult:
     run_id: str
 
 
-def retrained(request: ReportRequest, model: str, chosen: tuple[Config, str], watch: Watch) -> ModelSource:
-    """Train the chosen configuration (`config_of`) on all non-test subjects (`--retrain`)."""
+class ReportInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a report; the message says what rerunning it continues."""
+
+
+def earlier_retrain(request: ReportRequest, config: Config, cache: Cache) -> Run | None:
+    """The newest `--retrain` run of this very configuration on this cache that finished (its
+    generator is reused) or was interrupted with its checkpoints still here (it continues from
+    the last one): a report stopped after or during a retraining loses none of it. A run still
+    RUNNING may be another report's, and is left alone."""
+    from mrisr_ray.train.run import differing_keys
+
+    t = request.tracking
+    for run in runs.retrain_runs(t, request.experiment, config.model):
+        tags, status = run.data.tags, run.info.status
+        if status not in ("FINISHED", "KILLED", "FAILED") or not runs.matches(run, cache):
+            continue
+        if differing_keys(config, runs.load_run_config(t, run.info.run_id)):
+            continue
+        if status == "FINISHED" or (Path(tags[runs.RAY_STORAGE]) / tags[runs.RAY_RUN_NAME]).is_dir():
+            return run
+    return None
+
+
+def retrained(request: ReportRequest, model: str, chosen: tuple[Config, str], cache: Cache,
+              watch: Watch) -> ModelSource:
+    """The chosen configuration (`config_of`) trained on all non-test subjects (`--retrain`), or
+    an earlier report's training of it (`earlier_retrain`), continued if it was interrupted."""
     from mrisr_ray.train.run import TrainRequest, train
 
     config, origin = chosen
+    earlier = earlier_retrain(request, config, cache)
+    if earlier is not None and earlier.info.status == "FINISHED":
+        run_id = earlier.info.run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            generator = load_generator(config, runs.download_generator(request.tracking, run_id, Path(tmp)))
+        return ModelSource(model=model, config=config, generators=[generator],
+                           how=f"{origin}, retrained on all non-test subjects (run {run_id}, by an "
+                           "earlier report)")
     result = train(TrainRequest(config=config, cache=request.cache, workdir=request.workdir,
                                 tracking=request.tracking, fold=None, device=request.device,
                                 experiment=request.experiment, vgg_weights=request.vgg_weights,
-                                kind=RunKind.RETRAIN), watch=watch)
+                                kind=RunKind.RETRAIN,
+                                resume_run_id=earlier.info.run_id if earlier else None), watch=watch)
     return ModelSource(model=model, config=config, generators=[load_generator(config, result.generator)],
                        how=f"{origin}, retrained on all non-test subjects (run {result.run_id})")
 
@@ -77,7 +114,7 @@ def model_sources(request: ReportRequest, cache: Cache, watch: Watch) -> list[Mo
     if request.retrain:  # every choice checked before the first model trains for minutes
         chosen = {model: config_of(request.tracking, request.experiment, model, request.choices.get(model),
                                    cache) for model in MODELS}
-        return [retrained(request, model, chosen[model], watch) for model in MODELS]
+        return [retrained(request, model, chosen[model], cache, watch) for model in MODELS]
     sources = []
     for model in MODELS:
         choice = request.choices.get(model)
@@ -129,6 +166,17 @@ def study_figures(request: ReportRequest, studies: list[str], folder: Path) -> l
 
 def make_report(request: ReportRequest, track: Track = no_progress,
                 watch: Watch = no_watch) -> ReportResult:
+    """Evaluate, write and log the report (Ctrl-C: ReportInterrupted, saying how to go on)."""
+    try:
+        return report_steps(request, track, watch)
+    except KeyboardInterrupt:
+        kept = (": a retraining goes on from its last checkpoint, a finished one is reused"
+                if request.retrain else "")
+        raise ReportInterrupted(f"report interrupted before it was written; run the same command "
+                                f"again{kept}") from None
+
+
+def report_steps(request: ReportRequest, track: Track, watch: Watch) -> ReportResult:
     cache = Cache.open(request.cache)
     test = check_test_subjects(cache)
     folder = ensure_folder(request.out or request.workdir.reports, "--out")

@@ -22,8 +22,9 @@ from test_cli_prepare import assert_one_line_error
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.metrics import SubjectScore
+from mrisr_ray.progress import no_watch
 from mrisr_ray.report.evaluate import Evaluation, paired_test
-from mrisr_ray.report.run import ReportRequest, make_report
+from mrisr_ray.report.run import ReportInterrupted, ReportRequest, make_report, model_sources
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.workdir import Workdir
 
@@ -180,8 +181,37 @@ def test_retrain_trains_the_best_configs_on_all_non_test_subjects(demo, tmp_path
     assert "retrained on all non-test subjects" in report
     assert "config " + str(workdir / "reports" / "best_cpce.yaml") in report
     t = Tracking.for_workdir(wd)
-    runs = t.client().search_runs([t.experiment_id("mrisr-ray")], "tags.kind = 'retrain'")
-    assert {r.data.tags["fold"] for r in runs} == {"all-train"} and len(runs) == 2
+
+    def retrain_runs() -> dict:
+        found = t.client().search_runs([t.experiment_id("mrisr-ray")], "tags.kind = 'retrain'")
+        assert len(found) == 2  # one per model, never more: a rerun reuses or continues them
+        return {r.data.tags["model"]: r for r in found}
+
+    runs = retrain_runs()
+    assert {r.data.tags["fold"] for r in runs.values()} == {"all-train"}
+
+    # Interrupted after the retraining: the rerun reuses both finished trainings, trains nothing.
+    def interrupt(items, description):
+        raise KeyboardInterrupt
+
+    request = ReportRequest(
+        cache=workdir / "data" / "demo", workdir=wd, tracking=t,
+        choices={"cpce": str(workdir / "reports" / "best_cpce.yaml")}, retrain=True,
+        out=tmp_path / "again", device="cpu")
+    with pytest.raises(ReportInterrupted, match="run the same command again: a retraining goes on"):
+        make_report(request, track=interrupt)
+    assert retrain_runs().keys() == runs.keys()
+    # Interrupted during CPCE's retraining (its run KILLED, as train's Ctrl-C leaves it): the
+    # rerun continues that run from its checkpoint to the end, and reuses CIRCLE's.
+    t.client().set_terminated(runs["cpce"].info.run_id, "KILLED")
+    with pytest.raises(ReportInterrupted):  # after the retraining, before the (slow) evaluation
+        make_report(request, track=interrupt)
+    after = retrain_runs()
+    assert {r.info.run_id for r in after.values()} == {r.info.run_id for r in runs.values()}
+    assert after["cpce"].info.status == "FINISHED"
+    sources = model_sources(request, Cache.open(request.cache), no_watch)
+    assert [s.how.endswith(f"(run {runs[s.model].info.run_id}, by an earlier report)")
+            for s in sources] == [True, True]
 
 
 def test_report_never_scores_a_subject_the_models_trained_on(demo, tmp_path):
