@@ -320,8 +320,9 @@ def report(
     out: Annotated[Path | None, typer.Option(help="Output folder (default <workdir>/reports).")] = None,
     retrain: Annotated[bool, typer.Option(
         "--retrain/--use-fold-models",
-        help="Retrain the best configuration on all non-test subjects, or (default) ensemble the "
-        "best trial's fold models.")] = False,
+        help="Retrain the best configuration on all non-test subjects (an earlier report's finished "
+        "retraining of it, same data and code, is reused; one Ctrl-C stopped is continued), or "
+        "(default) ensemble the best trial's fold models.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (for --retrain).")] = "auto",
     vgg_weights: Annotated[str | None, typer.Option(help="VGG-19 weights (CPCE --retrain).")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "mrisr-ray",
@@ -446,6 +447,7 @@ def demo(
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import resolve_workdir
 
+    # By name: the enum is Typer's own copy of Click's (see CLICK_ERROR), not importable from it.
     given = [f"--{name}" for name in ("subjects", "trials", "folds", "seed")
              if ctx.get_parameter_source(name).name == "COMMANDLINE"]
     if resume and given:

@@ -208,7 +208,7 @@ def session(command: str, workdir: Workdir, verbose: bool = False) -> Iterator[C
     out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
     err = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
     log, follower = None, None
-    names_log = True  # bad input: the one error line says it all, the log adds nothing
+    names_log = True
     try:
         log = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (closed below, after the fds)
         os.dup2(log.fileno(), 1)
@@ -216,7 +216,7 @@ def session(command: str, workdir: Workdir, verbose: bool = False) -> Iterator[C
         follower = LogFollower(path, out) if verbose else None
         yield Console(out=out, err=err, log=log, live=shows_live(out, verbose), echo_log=verbose)
     except (UserInputError, RunFailed) as exc:
-        names_log = not isinstance(exc, UserInputError)
+        names_log = not isinstance(exc, UserInputError)  # bad input: its one line says it all
         if log is not None:
             log.write(f"error: {exc}\n")  # the CLI prints it on the terminal
         raise

@@ -46,6 +46,7 @@ PROTOCOL_HASH = "protocol_hash"
 DATA_DIGEST, SPLITS_DIGEST = "data_digest", "splits_digest"  # of the cache (full SHA-256 hex)
 BASE_CONFIG_SHA256, SPACE_SHA256 = "base_config_sha256", "search_space_sha256"  # of a study
 RESUMED_FROM_EPOCH, RESUMED_GENERATOR = "resumed_from_epoch", "resumed_generator_sha256"
+GIT_COMMIT = "git_commit"  # of every run that is not a trial: the code that made it
 RAY_RUN_NAME = "ray_run_name"  # of a training run: the Ray Train run it resumes from
 RAY_STORAGE = "ray_storage_path"  # the folder of Ray's checkpoints and Tune results (--storage-path)
 
@@ -130,7 +131,7 @@ def data_tags(cache: Cache) -> dict[str, str]:
 
 def _provenance_tags(cache: Cache) -> dict[str, str]:
     """Which data and which code: on every run that is not a trial."""
-    return {**data_tags(cache), "data": str(cache.path), "git_commit": git_commit()}
+    return {**data_tags(cache), "data": str(cache.path), GIT_COMMIT: git_commit()}
 
 
 def matches(run: Run, cache: Cache) -> bool:

@@ -68,20 +68,33 @@ class ReportInterrupted(KeyboardInterrupt):
 
 
 def earlier_retrain(request: ReportRequest, config: Config, cache: Cache) -> Run | None:
-    """The newest `--retrain` run of this very configuration on this cache that finished (its
-    generator is reused) or was interrupted with its checkpoints still here (it continues from
-    the last one): a report stopped after or during a retraining loses none of it. A run still
-    RUNNING may be another report's, and is left alone."""
-    from mrisr_ray.train.run import differing_keys
+    """The newest `--retrain` run of this configuration, cache and code (git commit) that
+    finished with its generator logged (reused), or that Ctrl-C stopped (KILLED) after a
+    checkpoint that is still here (continued from it): a report stopped after or during a
+    retraining loses none of it. Failed runs, runs left RUNNING (perhaps another report's) and
+    runs without their config are passed over; a run deleted in the MLflow UI is not searched,
+    which is how to retrain afresh."""
+    from mrisr_ray.train.run import differing_keys, latest_checkpoint
 
-    t = request.tracking
+    t, commit = request.tracking, runs.git_commit()
     for run in runs.retrain_runs(t, request.experiment, config.model):
-        tags, status = run.data.tags, run.info.status
-        if status not in ("FINISHED", "KILLED", "FAILED") or not runs.matches(run, cache):
+        tags, status, run_id = run.data.tags, run.info.status, run.info.run_id
+        if status not in ("FINISHED", "KILLED") or not runs.matches(run, cache) \
+                or tags.get(runs.GIT_COMMIT) != commit:
             continue
-        if differing_keys(config, runs.load_run_config(t, run.info.run_id)):
+        logged = {artifact.path for artifact in t.client().list_artifacts(run_id)}
+        needed = {runs.CONFIG_ARTIFACT, runs.GENERATOR_ARTIFACT} if status == "FINISHED" \
+            else {runs.CONFIG_ARTIFACT}
+        if not needed <= logged:
             continue
-        if status == "FINISHED" or (Path(tags[runs.RAY_STORAGE]) / tags[runs.RAY_RUN_NAME]).is_dir():
+        try:
+            stored = runs.load_run_config(t, run_id)
+        except UserInputError:  # a config of an older version, which this one cannot read
+            continue
+        if differing_keys(config, stored):
+            continue
+        if status == "FINISHED" or \
+                latest_checkpoint(Path(tags[runs.RAY_STORAGE]) / tags[runs.RAY_RUN_NAME]) is not None:
             return run
     return None
 
@@ -106,8 +119,9 @@ def retrained(request: ReportRequest, model: str, chosen: tuple[Config, str], ca
                                 experiment=request.experiment, vgg_weights=request.vgg_weights,
                                 kind=RunKind.RETRAIN,
                                 resume_run_id=earlier.info.run_id if earlier else None), watch=watch)
+    continued = ", continued from an interrupted report" if earlier else ""
     return ModelSource(model=model, config=config, generators=[load_generator(config, result.generator)],
-                       how=f"{origin}, retrained on all non-test subjects (run {result.run_id})")
+                       how=f"{origin}, retrained on all non-test subjects (run {result.run_id}{continued})")
 
 
 def model_sources(request: ReportRequest, cache: Cache, watch: Watch) -> list[ModelSource]:
@@ -170,10 +184,9 @@ def make_report(request: ReportRequest, track: Track = no_progress,
     try:
         return report_steps(request, track, watch)
     except KeyboardInterrupt:
-        kept = (": a retraining goes on from its last checkpoint, a finished one is reused"
-                if request.retrain else "")
-        raise ReportInterrupted(f"report interrupted before it was written; run the same command "
-                                f"again{kept}") from None
+        kept = (": a retraining it stopped continues from its last checkpoint, a finished one is "
+                "reused" if request.retrain else "")
+        raise ReportInterrupted(f"report interrupted; run the same command again{kept}") from None
 
 
 def report_steps(request: ReportRequest, track: Track, watch: Watch) -> ReportResult:

@@ -137,7 +137,8 @@ def check_against_config(path: Path, dimension: Dimension, config: Config) -> No
 
 def check_pairs(path: Path, dimensions: list[Dimension], config: Config) -> None:
     """Every two keys together at their ends: a rule between two keys (train.lr_final <= train.lr)
-    would otherwise refuse trials only once they run. Its rules are monotone, so ends suffice."""
+    would otherwise refuse trials only once they run. `validate`'s rules between keys (today only
+    that one) are monotone, so the ends suffice."""
     for i, first in enumerate(dimensions):
         for second in dimensions[i + 1:]:
             for a, b in product(first.ends(), second.ends()):

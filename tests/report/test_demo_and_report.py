@@ -19,12 +19,20 @@ from helpers import run_cli
 from skimage.metrics import structural_similarity
 from test_cli_prepare import assert_one_line_error
 
+from mrisr_ray.config import with_overrides
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.metrics import SubjectScore
 from mrisr_ray.progress import no_watch
 from mrisr_ray.report.evaluate import Evaluation, paired_test
-from mrisr_ray.report.run import ReportInterrupted, ReportRequest, make_report, model_sources
+from mrisr_ray.report.run import (
+    ReportInterrupted,
+    ReportRequest,
+    earlier_retrain,
+    make_report,
+    model_sources,
+)
+from mrisr_ray.runs import GIT_COMMIT, load_run_config
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.workdir import Workdir
 
@@ -212,6 +220,20 @@ def test_retrain_trains_the_best_configs_on_all_non_test_subjects(demo, tmp_path
     sources = model_sources(request, Cache.open(request.cache), no_watch)
     assert [s.how.endswith(f"(run {runs[s.model].info.run_id}, by an earlier report)")
             for s in sources] == [True, True]
+    # Passed over, to train anew: another configuration, other code, a failed run, one left
+    # RUNNING (perhaps another report's).
+    client, cpce_run, cache = t.client(), runs["cpce"].info.run_id, Cache.open(request.cache)
+    config = load_run_config(t, cpce_run)
+    assert earlier_retrain(request, config, cache).info.run_id == cpce_run
+    assert earlier_retrain(request, with_overrides(config, {"train.seed": 1}), cache) is None
+    client.set_tag(cpce_run, GIT_COMMIT, "another commit")
+    assert earlier_retrain(request, config, cache) is None
+    client.set_tag(cpce_run, GIT_COMMIT, runs["cpce"].data.tags[GIT_COMMIT])
+    for status in ("FAILED", "RUNNING"):
+        client.update_run(cpce_run, status=status)
+        assert earlier_retrain(request, config, cache) is None, status
+    client.update_run(cpce_run, status="FINISHED")
+    assert earlier_retrain(request, config, cache).info.run_id == cpce_run
 
 
 def test_report_never_scores_a_subject_the_models_trained_on(demo, tmp_path):
