@@ -206,7 +206,7 @@ def test_retrain_trains_the_best_configs_on_all_non_test_subjects(demo, tmp_path
         cache=workdir / "data" / "demo", workdir=wd, tracking=t,
         choices={"cpce": str(workdir / "reports" / "best_cpce.yaml")}, retrain=True,
         out=tmp_path / "again", device="cpu")
-    with pytest.raises(ReportInterrupted, match="run the same command again: a retraining goes on"):
+    with pytest.raises(ReportInterrupted, match="run the same command again: a retraining it stopped"):
         make_report(request, track=interrupt)
     assert retrain_runs().keys() == runs.keys()
     # Interrupted during CPCE's retraining (its run KILLED, as train's Ctrl-C leaves it): the
