@@ -77,12 +77,13 @@ def earlier_retrain(request: ReportRequest, config: Config, cache: Cache) -> Run
     from mrisr_ray.train.run import differing_keys, latest_checkpoint
 
     t, commit = request.tracking, runs.git_commit()
+    client = t.client()
     for run in runs.retrain_runs(t, request.experiment, config.model):
         tags, status, run_id = run.data.tags, run.info.status, run.info.run_id
         if status not in ("FINISHED", "KILLED") or not runs.matches(run, cache) \
                 or tags.get(runs.GIT_COMMIT) != commit:
             continue
-        logged = {artifact.path for artifact in t.client().list_artifacts(run_id)}
+        logged = {artifact.path for artifact in client.list_artifacts(run_id)}
         needed = {runs.CONFIG_ARTIFACT, runs.GENERATOR_ARTIFACT} if status == "FINISHED" \
             else {runs.CONFIG_ARTIFACT}
         if not needed <= logged:
