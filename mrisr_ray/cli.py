@@ -193,7 +193,7 @@ def train(
     from mrisr_ray.console import session
     from mrisr_ray.resources import Resources
     from mrisr_ray.tracking import Tracking
-    from mrisr_ray.train.run import TrainInterrupted, TrainRequest
+    from mrisr_ray.train.run import TrainRequest
     from mrisr_ray.train.run import train as run_training
     from mrisr_ray.workdir import resolve_workdir
 
@@ -210,24 +210,17 @@ def train(
     run_config = load_config(model, config, overrides) if given else None
     wd = resolve_workdir(workdir, storage_path)
     with session("train", wd, verbose) as console:
-        try:
-            result = run_training(TrainRequest(
-                config=run_config, cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
-                fold=None if all_train else fold,
-                resources=Resources(workers=workers, worker_resource=worker_resource), device=device,
-                experiment=experiment, vgg_weights=vgg_weights, resume_run_id=resume,
-                max_failures=max_failures, address=address), watch=console.watch)
-        except TrainInterrupted as exc:
-            console.say(str(exc), err=True)
-            result = None
-        else:
-            scores = "" if all_train else \
-                f", best val PSNR {result.best_psnr:.2f} dB / SSIM {result.best_ssim:.4f}"
-            console.say(f"run {result.run_id}: best epoch {result.best_epoch}{scores}")
-            console.say(f"best generator: {result.generator}")
-            console.say(f"compare runs: mrisr-ray ui --workdir {wd.root}")
-    if result is None:
-        raise typer.Exit(130)
+        result = run_training(TrainRequest(
+            config=run_config, cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
+            fold=None if all_train else fold,
+            resources=Resources(workers=workers, worker_resource=worker_resource), device=device,
+            experiment=experiment, vgg_weights=vgg_weights, resume_run_id=resume,
+            max_failures=max_failures, address=address), watch=console.watch)
+        scores = "" if all_train else \
+            f", best val PSNR {result.best_psnr:.2f} dB / SSIM {result.best_ssim:.4f}"
+        console.say(f"run {result.run_id}: best epoch {result.best_epoch}{scores}")
+        console.say(f"best generator: {result.generator}")
+        console.say(f"compare runs: mrisr-ray ui --workdir {wd.root}")
 
 
 @app.command(cls=Command, epilog="Example: mrisr-ray tune --model circle --data mrisr-work/data/synthetic "
@@ -275,7 +268,7 @@ def tune(
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.tuning.plan import StudyRequest, make_plan
     from mrisr_ray.tuning.space import default_space_path
-    from mrisr_ray.tuning.study import StudyInterrupted, run_study
+    from mrisr_ray.tuning.study import run_study
     from mrisr_ray.tuning.tables import summary_lines
     from mrisr_ray.workdir import resolve_workdir
 
@@ -297,17 +290,10 @@ def tune(
         typer.echo("\n".join(plan.lines()))
         return
     with session("tune", wd, verbose) as console:
-        try:
-            result = run_study(request, watch=console.watch)
-        except StudyInterrupted as exc:
-            console.say(str(exc), err=True)
-            result = None
-        else:
-            store = f"--workdir {wd.root}" + (f" --tracking-uri {tracking_uri}" if tracking_uri else "")
-            for line in summary_lines(result, base.model, metric, data, store):
-                console.say(line)
-    if result is None:
-        raise typer.Exit(130)
+        result = run_study(request, watch=console.watch)
+        store = f"--workdir {wd.root}" + (f" --tracking-uri {tracking_uri}" if tracking_uri else "")
+        for line in summary_lines(result, base.model, metric, data, store):
+            console.say(line)
 
 
 @app.command(cls=Command,
@@ -334,28 +320,21 @@ def report(
     from mrisr_ray.console import session
     from mrisr_ray.inference import retain_freed_memory
     from mrisr_ray.report.evaluate import worse_than_input
-    from mrisr_ray.report.run import ReportInterrupted, ReportRequest, make_report
+    from mrisr_ray.report.run import ReportRequest, make_report
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import resolve_workdir
 
     wd = resolve_workdir(workdir)
     retain_freed_memory()  # this process then only runs generators (inference.py)
     with session("report", wd, verbose) as console:
-        try:
-            result = make_report(ReportRequest(
-                cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
-                choices={"cpce": cpce, "circle": circle}, out=out, retrain=retrain, experiment=experiment,
-                vgg_weights=vgg_weights, device=device), track=console.track, watch=console.watch)
-        except ReportInterrupted as exc:
-            console.say(str(exc), err=True)
-            result = None
-        else:
-            for line in worse_than_input(result.evaluation):
-                console.say(f"warning: {line}")
-            console.say(f"report: {result.report}")
-            console.say(f"per-subject metrics: {result.metrics_csv}")
-    if result is None:
-        raise typer.Exit(130)
+        result = make_report(ReportRequest(
+            cache=data, workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
+            choices={"cpce": cpce, "circle": circle}, out=out, retrain=retrain, experiment=experiment,
+            vgg_weights=vgg_weights, device=device), track=console.track, watch=console.watch)
+        for line in worse_than_input(result.evaluation):
+            console.say(f"warning: {line}")
+        console.say(f"report: {result.report}")
+        console.say(f"per-subject metrics: {result.metrics_csv}")
 
 
 PREDICT_HELP = (
@@ -443,7 +422,7 @@ def demo(
 ) -> None:
     """Run everything on the embedded synthetic cohort: prepare, tune both models, report."""
     from mrisr_ray.console import session
-    from mrisr_ray.demo import DemoInterrupted, DemoRequest, run_demo
+    from mrisr_ray.demo import DemoRequest, run_demo
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import resolve_workdir
 
@@ -455,19 +434,12 @@ def demo(
                              f"{'/'.join(given)} cannot change them")
     wd = resolve_workdir(workdir)
     with session("demo", wd, verbose) as console:
-        try:
-            result = run_demo(DemoRequest(workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
-                                          subjects=subjects, trials=trials, folds=folds, seed=seed,
-                                          vgg_weights=vgg_weights, resume=resume),
-                              say=console.say, track=console.track, watch=console.watch)
-        except DemoInterrupted as exc:
-            console.say(str(exc), err=True)
-            result = None
-        else:
-            for line in result.lines(wd):
-                console.say(line)
-    if result is None:
-        raise typer.Exit(130)
+        result = run_demo(DemoRequest(workdir=wd, tracking=Tracking.for_workdir(wd, tracking_uri),
+                                      subjects=subjects, trials=trials, folds=folds, seed=seed,
+                                      vgg_weights=vgg_weights, resume=resume),
+                          say=console.say, track=console.track, watch=console.watch)
+        for line in result.lines(wd):
+            console.say(line)
 
 
 @app.command(cls=Command, epilog="Example: mrisr-ray ui --port 5000")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from mrisr_ray.errors import RunFailed, UserInputError, describe
+from mrisr_ray.errors import Interrupted, RunFailed, UserInputError, describe
 from mrisr_ray.progress import Target, clock
 from mrisr_ray.workdir import Workdir, ensure_folder
 
@@ -198,8 +198,9 @@ def shows_live(out: TextIO, verbose: bool) -> bool:
 @contextmanager
 def session(command: str, workdir: Workdir, verbose: bool = False) -> Iterator[Console]:
     """Run a command with its output split as the module docstring says. Bad input and failed
-    runs pass through (the CLI prints them); anything unexpected becomes a RunFailed naming the
-    log, which holds its traceback."""
+    runs pass through (the CLI prints them); a command's Interrupted says its message here and
+    passes through (exit code 130); anything unexpected becomes a RunFailed naming the log, which
+    holds its traceback."""
     folder = ensure_folder(workdir.root / "logs", "--workdir")
     path = folder / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     sys.stdout.flush()
@@ -214,13 +215,15 @@ def session(command: str, workdir: Workdir, verbose: bool = False) -> Iterator[C
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         follower = LogFollower(path, out) if verbose else None
-        yield Console(out=out, err=err, log=log, live=shows_live(out, verbose), echo_log=verbose)
+        console = Console(out=out, err=err, log=log, live=shows_live(out, verbose), echo_log=verbose)
+        yield console
     except (UserInputError, RunFailed) as exc:
         names_log = not isinstance(exc, UserInputError)  # bad input: its one line says it all
         if log is not None:
             log.write(f"error: {exc}\n")  # the CLI prints it on the terminal
         raise
-    except KeyboardInterrupt:
+    except Interrupted as exc:  # raised by the command, so `console` exists
+        console.say(str(exc), err=True)
         raise
     except Exception as exc:
         traceback.print_exc()  # into the log

@@ -14,7 +14,7 @@ from mrisr_ray.config import load_config
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.data.synthetic import prepare_synthetic_cache
 from mrisr_ray.defaults import defaults_dir
-from mrisr_ray.errors import UserInputError
+from mrisr_ray.errors import Interrupted, UserInputError
 from mrisr_ray.models.vgg import resolve_vgg_weights
 from mrisr_ray.progress import Track, Watch, no_progress, no_watch
 from mrisr_ray.registry import MODELS
@@ -105,7 +105,7 @@ def resumed(request: DemoRequest) -> tuple[DemoRequest, str]:
             DEMO_STUDY.fullmatch(newest.data.tags[runs.STUDY]).group(2))
 
 
-class DemoInterrupted(KeyboardInterrupt):
+class DemoInterrupted(Interrupted):
     """Ctrl-C during the demo; the message says how to continue it."""
 
 

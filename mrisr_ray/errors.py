@@ -1,6 +1,5 @@
-"""The one exception type that means "the user gave bad input".
-
-The CLI turns it into a single line on stderr and exit code 2, never a traceback.
+"""What the CLI turns into one line and an exit code, never a traceback: bad input (2), a failed
+run (1), Ctrl-C part-way through a command that says how to go on (130).
 """
 
 
@@ -10,6 +9,11 @@ class UserInputError(Exception):
 
 class RunFailed(Exception):
     """A training or tuning run ended with an error (after its allowed restarts); exit code 1."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a command part-way; the message says what was kept and how to go on (the
+    command's session prints it, console.py); exit code 130."""
 
 
 def describe(exc: BaseException) -> str:

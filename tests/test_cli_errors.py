@@ -2,6 +2,7 @@
 --workdir (the default ./mrisr-work is created) and with only --tracking-uri, and usage errors as
 one `error: ...` line on stderr with exit code 2, through the real entry point."""
 
+import importlib
 import json
 import os
 import socket
@@ -235,6 +236,32 @@ def test_ctrl_c_exits_130_without_a_traceback(fresh, monkeypatch, capsys):
     monkeypatch.chdir(fresh)
     code, _, err, _ = run_main(monkeypatch, capsys, "ui", execv_raises=KeyboardInterrupt())
     assert code == 130 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command,library,function,interrupted", [
+    (["train", "--model", "cpce", "--data", "x"], "mrisr_ray.train.run", "train", "TrainInterrupted"),
+    (["tune", "--model", "cpce", "--data", "x"], "mrisr_ray.tuning.study", "run_study", "StudyInterrupted"),
+    (["report", "--data", "x"], "mrisr_ray.report.run", "make_report", "ReportInterrupted"),
+    (["demo"], "mrisr_ray.demo", "run_demo", "DemoInterrupted"),
+])
+def test_ctrl_c_part_way_says_how_to_go_on(fresh, monkeypatch, capfd, command, library, function,
+                                           interrupted):
+    """A command's Interrupted (its library function caught Ctrl-C): its message is the last line
+    on stderr, then the log's path, exit code 130, no traceback."""
+    module = importlib.import_module(library)
+    hint = f"{command[0]} interrupted; continue it with: mrisr-ray {command[0]} --resume"
+
+    def stopped(*args, **kwargs):
+        raise getattr(module, interrupted)(hint)
+
+    monkeypatch.setattr(module, function, stopped)
+    monkeypatch.chdir(fresh)
+    code, out, err, _ = run_main(monkeypatch, capfd, *command)
+    assert code == 130 and "Traceback" not in err, (code, err)
+    assert err.strip().splitlines()[-1] == hint
+    (log,) = (fresh / DEFAULT_WORKDIR / "logs").glob(f"{command[0]}-*.log")
+    assert out.strip().splitlines()[-1] == f"log: {log}"
+    assert hint in log.read_text()
 
 
 def test_help_still_works(fresh):

@@ -13,7 +13,7 @@ from mlflow.entities import Run
 from mrisr_ray import runs, tracking
 from mrisr_ray.config import Config
 from mrisr_ray.data.cache import Cache
-from mrisr_ray.errors import UserInputError
+from mrisr_ray.errors import Interrupted, UserInputError
 from mrisr_ray.progress import Track, Watch, no_progress, no_watch
 from mrisr_ray.registry import MODELS
 from mrisr_ray.report import figures
@@ -63,7 +63,7 @@ class ReportResult:
     run_id: str
 
 
-class ReportInterrupted(KeyboardInterrupt):
+class ReportInterrupted(Interrupted):
     """Ctrl-C during a report; the message says what rerunning it continues."""
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from mrisr_ray import runs, tracking
 from mrisr_ray.config import Config, flatten
 from mrisr_ray.data.cache import Cache
-from mrisr_ray.errors import RunFailed, UserInputError
+from mrisr_ray.errors import Interrupted, RunFailed, UserInputError
 from mrisr_ray.models.vgg import with_resolved_weights
 from mrisr_ray.progress import Target, Watch, no_watch
 from mrisr_ray.ray_runtime import check_cluster_request, check_local_request, check_max_failures, ensure_ray
@@ -62,7 +62,7 @@ class TrainResult:
     storage: Path  # the Ray run folder (checkpoints)
 
 
-class TrainInterrupted(KeyboardInterrupt):
+class TrainInterrupted(Interrupted):
     """Ctrl-C during a training: its run is marked KILLED; the message says how to resume it."""
 
 

@@ -21,7 +21,7 @@ from mlflow.entities import Run
 from mrisr_ray import runs, tracking
 from mrisr_ray.config import config_yaml
 from mrisr_ray.data.cache import Cache, file_sha256
-from mrisr_ray.errors import UserInputError
+from mrisr_ray.errors import Interrupted, UserInputError
 from mrisr_ray.models.vgg import with_resolved_weights
 from mrisr_ray.progress import Target, Watch, no_watch
 from mrisr_ray.ray_runtime import HEAD_RESOURCE, check_cluster_request, check_local_request, ensure_ray
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import optuna
 
 
-class StudyInterrupted(KeyboardInterrupt):
+class StudyInterrupted(Interrupted):
     """Tune stopped the study (Ctrl-C) and saved its state; `--resume` continues it."""
 
 
