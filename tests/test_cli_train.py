@@ -55,10 +55,29 @@ def test_train_help_has_an_example():
     assert result.returncode == 0 and "Example: mrisr-ray train --model cpce" in result.stdout
 
 
-def test_ctrl_c_says_how_to_resume_the_run(tiny_synthetic_cache, tmp_path):
+def test_sigterm_goes_where_ctrl_c_would(monkeypatch):
+    """`stop_as_on_ctrl_c` calls the SIGINT handler in force (Tune's stops a study gracefully), and
+    raises KeyboardInterrupt itself where SIGINT is ignored (a script's background job)."""
+    from mrisr_ray.ray_runtime import stop_as_on_ctrl_c
+
+    called = []
+    monkeypatch.setattr(signal, "getsignal", lambda signum: lambda *args: called.append(args[0]))
+    try:
+        stop_as_on_ctrl_c(signal.SIGTERM, None)
+    except KeyboardInterrupt:  # would end the pytest session, not fail this test
+        pytest.fail("raised KeyboardInterrupt instead of calling the SIGINT handler in force")
+    assert called == [signal.SIGINT]
+    monkeypatch.setattr(signal, "getsignal", lambda signum: signal.SIG_IGN)
+    with pytest.raises(KeyboardInterrupt):
+        stop_as_on_ctrl_c(signal.SIGHUP, None)
+
+
+@pytest.mark.parametrize("stop", ["ctrl_c", "sigterm", "sighup"])
+def test_ctrl_c_says_how_to_resume_the_run(tiny_synthetic_cache, tmp_path, stop):
     """Ctrl-C in a terminal (SIGINT to the whole process group) after the first checkpoint: exit
     130, the run marked KILLED, and the command that continues it (a run id the user could not
-    know otherwise)."""
+    know otherwise). `kill` (SIGTERM) and a closed terminal (SIGHUP) to the command alone do the
+    same (ray_runtime.stop_as_on_ctrl_c)."""
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import Workdir
 
@@ -68,7 +87,10 @@ def test_ctrl_c_says_how_to_resume_the_run(tiny_synthetic_cache, tmp_path):
                             *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)
     wait_for(lambda: any((tmp_path / "ray").glob("*/checkpoint_*/state.pt")), "a checkpoint")
-    os.killpg(run.pid, signal.SIGINT)
+    if stop == "ctrl_c":
+        os.killpg(run.pid, signal.SIGINT)
+    else:
+        os.kill(run.pid, signal.SIGTERM if stop == "sigterm" else signal.SIGHUP)
     _, stderr = run.communicate(timeout=300)
     assert run.returncode == 130, stderr[-2000:]
     t = Tracking.for_workdir(Workdir(tmp_path))
