@@ -24,6 +24,7 @@ from typing import TextIO
 
 from mrisr_ray.errors import Interrupted, RunFailed, UserInputError, describe
 from mrisr_ray.progress import Target, clock
+from mrisr_ray.signals import sigterm_as_ctrl_c
 from mrisr_ray.workdir import Workdir, ensure_folder
 
 POLL_S = 1.0  # how often a live view reads the tracking store
@@ -216,7 +217,8 @@ def session(command: str, workdir: Workdir, verbose: bool = False) -> Iterator[C
         os.dup2(log.fileno(), 2)
         follower = LogFollower(path, out) if verbose else None
         console = Console(out=out, err=err, log=log, live=shows_live(out, verbose), echo_log=verbose)
-        yield console
+        with sigterm_as_ctrl_c():
+            yield console
     except (UserInputError, RunFailed) as exc:
         names_log = not isinstance(exc, UserInputError)  # bad input: its one line says it all
         if log is not None:

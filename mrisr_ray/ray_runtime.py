@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import yaml
 
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.resources import Resources
+from mrisr_ray.signals import keep_sigterm_as_ctrl_c
 
 QUIET_RAY = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -35,8 +35,7 @@ DEFAULT_AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join `address`, or start a local Ray runtime, unless one is already connected; from then
-    on SIGTERM and SIGHUP stop this process as Ctrl-C does (`stop_as_on_ctrl_c`)."""
+    """Join `address`, or start a local Ray runtime, unless one is already connected."""
     for key, value in QUIET_RAY.items():
         os.environ.setdefault(key, value)
     import ray
@@ -46,27 +45,12 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     runtime_env = {"env_vars": {k: os.environ[k] for k in QUIET_RAY}}
     # The dashboard (ray[default]) also serves the state API that Ray Train's placement-group
     # cleaner polls; without it that actor warns every few seconds.
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     if address:
         ray.init(address=address, runtime_env=runtime_env)
     else:
         ray.init(num_cpus=num_cpus, runtime_env=runtime_env)
-    if threading.current_thread() is threading.main_thread():  # where Python runs signal handlers
-        signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)  # replaces Ray's, set by ray.init
-        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # as under nohup
-            signal.signal(signal.SIGHUP, stop_as_on_ctrl_c)
-
-
-def stop_as_on_ctrl_c(signum: int, frame) -> None:
-    """SIGTERM (`kill`, a scheduler's preemption) or SIGHUP (a closed terminal or SSH session) taken
-    as Ctrl-C: trainings marked KILLED, a study's state saved, the command that continues printed.
-    Ray's own SIGTERM handler exits at once and leaves the runs RUNNING; the default SIGHUP kills
-    the process outright. The SIGINT handler in force is called, as Ctrl-C would: Tune's stops a
-    study gracefully. Where SIGINT is ignored (a script's background job), Ctrl-C's exception is
-    raised directly."""
-    on_ctrl_c = signal.getsignal(signal.SIGINT)
-    if not callable(on_ctrl_c):
-        raise KeyboardInterrupt
-    on_ctrl_c(signal.SIGINT, frame)
+    keep_sigterm_as_ctrl_c(on_sigterm)
 
 
 def check_max_failures(max_failures: int) -> None:

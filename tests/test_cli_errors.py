@@ -258,7 +258,7 @@ def test_ctrl_c_part_way_says_how_to_go_on(fresh, monkeypatch, capfd, command, l
     monkeypatch.chdir(fresh)
     code, out, err, _ = run_main(monkeypatch, capfd, *command)
     assert code == 130 and "Traceback" not in err, (code, err)
-    assert err.strip().splitlines()[-1] == hint
+    assert err.strip().splitlines()[-1] == hint and err.count(hint) == 1
     (log,) = (fresh / DEFAULT_WORKDIR / "logs").glob(f"{command[0]}-*.log")
     assert out.strip().splitlines()[-1] == f"log: {log}"
     assert hint in log.read_text()

@@ -10,6 +10,8 @@ import torch
 from helpers import TINY_RUN, other_protocol_cache, run_cli, wait_for
 from test_cli_prepare import assert_one_line_error
 
+from mrisr_ray.signals import stop_as_on_ctrl_c
+
 
 @pytest.mark.parametrize("args,fragments", [
     (["--model", "srgan"], ["unknown model 'srgan'"]),
@@ -55,29 +57,32 @@ def test_train_help_has_an_example():
     assert result.returncode == 0 and "Example: mrisr-ray train --model cpce" in result.stdout
 
 
-def test_sigterm_goes_where_ctrl_c_would(monkeypatch):
-    """`stop_as_on_ctrl_c` calls the SIGINT handler in force (Tune's stops a study gracefully), and
-    raises KeyboardInterrupt itself where SIGINT is ignored (a script's background job)."""
-    from mrisr_ray.ray_runtime import stop_as_on_ctrl_c
-
+def test_sigterm_goes_where_ctrl_c_would():
+    """`stop_as_on_ctrl_c` calls the SIGINT handler in force (Tune's stops a study gracefully),
+    ignores further SIGTERMs, and raises KeyboardInterrupt itself where SIGINT is ignored (a
+    script's background job)."""
     called = []
-    monkeypatch.setattr(signal, "getsignal", lambda signum: lambda *args: called.append(args[0]))
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
-        stop_as_on_ctrl_c(signal.SIGTERM, None)
-    except KeyboardInterrupt:  # would end the pytest session, not fail this test
-        pytest.fail("raised KeyboardInterrupt instead of calling the SIGINT handler in force")
-    assert called == [signal.SIGINT]
-    monkeypatch.setattr(signal, "getsignal", lambda signum: signal.SIG_IGN)
-    with pytest.raises(KeyboardInterrupt):
-        stop_as_on_ctrl_c(signal.SIGHUP, None)
+        signal.signal(signal.SIGINT, lambda signum, frame: called.append(signum))
+        try:
+            stop_as_on_ctrl_c(signal.SIGTERM, None)
+        except KeyboardInterrupt:  # would end the pytest session, not fail this test
+            pytest.fail("raised KeyboardInterrupt instead of calling the SIGINT handler in force")
+        assert called == [signal.SIGINT] and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with pytest.raises(KeyboardInterrupt):
+            stop_as_on_ctrl_c(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
 
 
-@pytest.mark.parametrize("stop", ["ctrl_c", "sigterm", "sighup"])
+@pytest.mark.parametrize("stop", ["ctrl_c", "sigterm"])
 def test_ctrl_c_says_how_to_resume_the_run(tiny_synthetic_cache, tmp_path, stop):
     """Ctrl-C in a terminal (SIGINT to the whole process group) after the first checkpoint: exit
     130, the run marked KILLED, and the command that continues it (a run id the user could not
-    know otherwise). `kill` (SIGTERM) and a closed terminal (SIGHUP) to the command alone do the
-    same (ray_runtime.stop_as_on_ctrl_c)."""
+    know otherwise). `kill PID` (SIGTERM to the command alone) does the same (signals.py)."""
     from mrisr_ray.tracking import Tracking
     from mrisr_ray.workdir import Workdir
 
@@ -90,7 +95,7 @@ def test_ctrl_c_says_how_to_resume_the_run(tiny_synthetic_cache, tmp_path, stop)
     if stop == "ctrl_c":
         os.killpg(run.pid, signal.SIGINT)
     else:
-        os.kill(run.pid, signal.SIGTERM if stop == "sigterm" else signal.SIGHUP)
+        os.kill(run.pid, signal.SIGTERM)
     _, stderr = run.communicate(timeout=300)
     assert run.returncode == 130, stderr[-2000:]
     t = Tracking.for_workdir(Workdir(tmp_path))

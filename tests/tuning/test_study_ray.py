@@ -43,7 +43,9 @@ def runs(t: Tracking, query: str) -> list:
 
 def test_cpce_study_completes_and_writes_the_best_config(ray_session, tiny_synthetic_cache, tmp_path):
     req = study_request(tmp_path, tiny_synthetic_cache, "cpce", CPCE_SPACE, "cpce-study")
+    on_ctrl_c = signal.getsignal(signal.SIGINT)
     result = run_study(req)
+    assert signal.getsignal(signal.SIGINT) is on_ctrl_c  # not Tune's, which would swallow the next Ctrl-C
     assert result.best is not None and result.best.folds_done == 2
     best = load_config(path=result.best_config_path)  # the schema of a training config
     assert best.model == "cpce" and best.loss.lambda_p == pytest.approx(result.best.params["loss.lambda_p"])
