@@ -7,7 +7,10 @@ Layout of a cache folder (docs/data.md):
     nifti/            only for the synthetic cohort: the generated source scans
 
 Writes are atomic: everything is built in `<out>.partial/` and renamed into place at the end,
-so an interrupted `prepare` leaves no half cache and the next run starts clean.
+so an interrupted `prepare` leaves no half cache. Each subject finished there is recorded in
+`<out>.partial/done/<id>.json`; after Ctrl-C (or a killed process) the same command skips every
+subject whose record matches its source file's SHA-256 and the protocol. Bad input removes the
+staging folder: what failed is not worth keeping.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -38,6 +42,7 @@ from mrisr_ray.workdir import ensure_folder
 PROTOCOL_VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = "splits.json"
+DONE = "done"  # inside the staging folder: one record per finished subject
 
 
 @dataclass(frozen=True)
@@ -144,15 +149,12 @@ def check_output_folder(out: Path, overwrite: bool) -> None:
 
 
 def staging_folder(out: Path) -> Path:
-    """A fresh `<out>.partial/` (a leftover from an interrupted run is removed)."""
+    """`<out>.partial/`, with what an interrupted run left in it."""
     staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
     ensure_folder(staging.parent, f"--out {out}")
-    try:
-        staging.mkdir()
-    except FileExistsError:
-        raise UserInputError(f"{staging}: left by an interrupted run and cannot be removed; delete "
-                             "it") from None
+    if staging.exists() and not staging.is_dir():
+        raise UserInputError(f"{staging}: exists and is not a folder; delete it")
+    staging.mkdir(exist_ok=True)
     return staging
 
 
@@ -168,36 +170,79 @@ def publish(staging: Path, out: Path) -> None:
         os.replace(staging, out)
 
 
+def save_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write(file)` into a temporary file renamed to `path`: a killed process leaves no half file."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        write(file)
+    os.replace(temporary, path)
+
+
+def source_of(scan: Scan, staging: Path) -> str:
+    """The manifest's `source`: relative to the cache when the scan lives inside it."""
+    source = scan.path.resolve()
+    return str(source.relative_to(staging.resolve())) if source.is_relative_to(staging.resolve()) \
+        else str(source)
+
+
+def prepare_subject(scan: Scan, staging: Path, protocol: Protocol, sha256: str) -> SubjectEntry:
+    """Read, normalise and store one subject's kept slices in `staging`."""
+    volume = read_volume(scan.path, protocol.clip_percentiles)
+    kept = foreground_slices(volume.data)
+    if kept.size == 0:
+        raise UserInputError(f"{scan.path}: no slice passes the foreground rule")
+    slices = np.ascontiguousarray(np.moveaxis(volume.data[:, :, kept], -1, 0))
+    array = f"subjects/{scan.subject}.npy"
+    save_atomically(staging / array, lambda file: np.save(file, slices))
+    return SubjectEntry(subject=scan.subject, site=scan.site, source=source_of(scan, staging),
+                        sha256=sha256, shape=volume.data.shape, spacing=volume.spacing,
+                        kept_slices=kept.tolist(), array=array)
+
+
+def done_before(scan: Scan, staging: Path, protocol: Protocol, sha256: str) -> SubjectEntry | None:
+    """The entry an interrupted run recorded for this scan, if made from the same file, with the
+    same bytes, under the same protocol, and its array is there."""
+    try:
+        raw = json.loads((staging / DONE / f"{scan.subject}.json").read_text())
+        entry = SubjectEntry(**{**raw["entry"], "shape": tuple(raw["entry"]["shape"]),
+                                "spacing": tuple(raw["entry"]["spacing"])})
+    except (OSError, ValueError, KeyError, TypeError):  # none, or not one of ours
+        return None
+    same = raw.get("protocol") == protocol.digest() and entry.sha256 == sha256 and \
+        entry.source == source_of(scan, staging) and entry.site == scan.site
+    return entry if same and (staging / entry.array).is_file() else None
+
+
 def write_cache(scans: list[Scan], staging: Path, protocol: Protocol, splits_args: dict,
                 origin: dict | None = None, track: Track = no_progress) -> None:
-    """Fill `staging` with subject arrays, `manifest.json` and `splits.json`."""
+    """Fill `staging` with subject arrays, `manifest.json` and `splits.json`, continuing from the
+    subjects an interrupted run finished there (module docstring)."""
     (staging / "subjects").mkdir(exist_ok=True)
+    (staging / DONE).mkdir(exist_ok=True)
     entries: list[SubjectEntry] = []
     in_plane: tuple[int, int] | None = None
-    for scan in track(scans, "Preparing subjects"):
-        volume = read_volume(scan.path, protocol.clip_percentiles)
-        shape = volume.data.shape
+    continuing = " (continuing an interrupted run)" if any((staging / DONE).iterdir()) else ""
+    for scan in track(scans, f"Preparing subjects{continuing}"):
+        sha256 = file_sha256(scan.path)
+        entry = done_before(scan, staging, protocol, sha256)
+        if entry is None:
+            entry = prepare_subject(scan, staging, protocol, sha256)
+            record = json.dumps({"protocol": protocol.digest(), "entry": asdict(entry)}).encode()
+            save_atomically(staging / DONE / f"{scan.subject}.json",
+                            lambda file, record=record: file.write(record))
         if in_plane is None:
-            in_plane = shape[:2]
-        elif shape[:2] != in_plane:
+            in_plane = entry.shape[:2]
+        elif entry.shape[:2] != in_plane:
             raise UserInputError(
-                f"{scan.path}: in-plane size {shape[0]}x{shape[1]} differs from the cohort's "
+                f"{scan.path}: in-plane size {entry.shape[0]}x{entry.shape[1]} differs from the cohort's "
                 f"{in_plane[0]}x{in_plane[1]}"
             )
-        kept = foreground_slices(volume.data)
-        if kept.size == 0:
-            raise UserInputError(f"{scan.path}: no slice passes the foreground rule")
-        slices = np.ascontiguousarray(np.moveaxis(volume.data[:, :, kept], -1, 0))
-        array = f"subjects/{scan.subject}.npy"
-        np.save(staging / array, slices)
-        source = scan.path.resolve()
-        inside = source.is_relative_to(staging.resolve())
-        entries.append(SubjectEntry(
-            subject=scan.subject, site=scan.site,
-            source=str(source.relative_to(staging.resolve())) if inside else str(source),
-            sha256=file_sha256(scan.path), shape=shape, spacing=volume.spacing,
-            kept_slices=kept.tolist(), array=array,
-        ))
+        entries.append(entry)
+    shutil.rmtree(staging / DONE)
+    arrays = {entry.array for entry in entries}
+    for stale in (staging / "subjects").iterdir():  # left by an interrupted run over other scans
+        if f"subjects/{stale.name}" not in arrays:
+            stale.unlink()
     splits = make_splits({e.subject: e.site for e in entries}, **splits_args)
     (staging / SPLITS).write_text(splits.to_json())
     manifest = Manifest(protocol=protocol, subjects=entries, origin=origin or {})
@@ -205,12 +250,15 @@ def write_cache(scans: list[Scan], staging: Path, protocol: Protocol, splits_arg
 
 
 def build_atomically(out: Path, overwrite: bool, fill: Callable[[Path], None]) -> None:
-    """Run `fill(staging)` and publish the staging folder as `out`; clean up on any failure."""
+    """Run `fill(staging)` and publish the staging folder as `out`. Ctrl-C keeps the staging
+    folder for the next run to continue from; any other failure removes it."""
     check_output_folder(out, overwrite)
     staging = staging_folder(out)
     try:
         fill(staging)
         publish(staging, out)
+    except KeyboardInterrupt:
+        raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -136,6 +137,9 @@ def prepare_synthetic_cache(out: str | Path, n_subjects: int = 20, seed: int = 0
                             "note": "synthetic T2-like cohort; numbers are not IXI numbers"}}
 
     def fill(staging: Path) -> None:
+        # Written afresh (the same seed gives the same bytes, so an interrupted run's subjects
+        # are still reused): a leftover of another --subjects would add scans.
+        shutil.rmtree(staging / "nifti", ignore_errors=True)
         write_cohort(staging / "nifti", n_subjects, seed, n_slices, track)
         scans = discover_scans(staging / "nifti")
         write_cache(scans, staging, Protocol(), splits_args, origin=origin, track=track)

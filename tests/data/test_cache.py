@@ -1,5 +1,6 @@
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,27 +61,47 @@ def test_existing_output_is_refused_unless_overwrite(ixi_dir, tmp_path):
     assert summary.n_folds == 4 and not (tmp_path / "cache.old").exists()
 
 
-def test_interrupted_prepare_then_rerun_gives_a_correct_cache(ixi_dir, tmp_path, monkeypatch):
+def test_interrupted_prepare_continues_where_it_stopped(ixi_dir, tmp_path, monkeypatch):
+    """Ctrl-C after 4 of 8 subjects keeps them in `cache.partial/`; the rerun reads only the other
+    4, re-reads a scan whose file changed in between and drops a stale array; the cache equals
+    one made in one go."""
     out = tmp_path / "cache"
     real_read = cache_module.read_volume
-    calls = {"n": 0}
+    read: list[str] = []
 
-    def interrupt_on_fifth(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
+    def interrupt_on_fifth(path, *args, **kwargs):
+        if len(read) == 4:
             raise KeyboardInterrupt
-        return real_read(*args, **kwargs)
+        read.append(Path(path).name)
+        return real_read(path, *args, **kwargs)
 
     monkeypatch.setattr(cache_module, "read_volume", interrupt_on_fifth)
     with pytest.raises(KeyboardInterrupt):
         prepare_cache(discover_scans(ixi_dir), out, n_folds=3)
     assert not out.exists()
-    # A crash that killed the process would leave the staging folder: the rerun clears it.
-    (tmp_path / "cache.partial" / "subjects").mkdir(parents=True)
-    monkeypatch.setattr(cache_module, "read_volume", real_read)
+    first = list(read)
+    changed = ixi_dir / first[0]
+    write_nifti(changed, np.flip(load_volume(changed), axis=0).copy())
+    (tmp_path / "cache.partial" / "subjects" / "IXI999-HH-9999.npy").write_bytes(b"stale")
+
+    read.clear()
+    monkeypatch.setattr(cache_module, "read_volume", lambda path, *a, **k: read.append(Path(path).name)
+                        or real_read(path, *a, **k))
     summary = prepare_cache(discover_scans(ixi_dir), out, n_folds=3)
-    assert summary.n_subjects == 8 and summary.n_slices == 48
-    assert not (tmp_path / "cache.partial").exists()
+    all_scans = sorted(p.name for p in ixi_dir.glob("*-T2.nii.gz"))
+    assert sorted(read) == sorted({first[0], *(set(all_scans) - set(first))})
+    assert summary.n_subjects == 8 and not (tmp_path / "cache.partial").exists()
+    assert sorted(p.name for p in (out / "subjects").iterdir()) == \
+        sorted(f"{name.removesuffix('-T2.nii.gz')}.npy" for name in all_scans)
+
+    monkeypatch.setattr(cache_module, "read_volume", real_read)
+    fresh = tmp_path / "fresh"
+    prepare_cache(discover_scans(ixi_dir), fresh, n_folds=3)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest == json.loads((fresh / "manifest.json").read_text())
+    assert (out / "splits.json").read_text() == (fresh / "splits.json").read_text()
+    for entry in manifest["subjects"]:
+        np.testing.assert_array_equal(np.load(out / entry["array"]), np.load(fresh / entry["array"]))
 
 
 def test_too_few_subjects_fails_before_reading(ixi_dir, tmp_path):
