@@ -104,7 +104,7 @@ def prepare(
     workdir: WorkdirOption = None,
 ) -> None:
     """Prepare a dataset cache (slices, manifest, subject-level splits) from IXI T2 or synthetic data."""
-    from mrisr_ray.data.cache import Protocol, prepare_cache
+    from mrisr_ray.data.cache import PrepareInterrupted, Protocol, prepare_cache
     from mrisr_ray.data.discovery import discover_scans
     from mrisr_ray.data.synthetic import prepare_synthetic_cache
     from mrisr_ray.workdir import resolve_workdir
@@ -122,13 +122,17 @@ def prepare(
         raise UserInputError(f"--sites {sites!r}: name at least one site (Guys, HH, IOP), or all")
     common = {"n_folds": folds, "test_fraction": test_fraction, "seed": seed, "overwrite": overwrite,
               "track": track}
-    if synthetic:
-        if keep != 0.5:
-            raise UserInputError("--keep applies to --data-dir; the synthetic cohort uses 0.5")
-        summary = prepare_synthetic_cache(out, n_subjects=subjects, **common)
-    else:
-        scans = discover_scans(data_dir, site_list)
-        summary = prepare_cache(scans, out, Protocol(keep=keep), **common)
+    try:
+        if synthetic:
+            if keep != 0.5:
+                raise UserInputError("--keep applies to --data-dir; the synthetic cohort uses 0.5")
+            summary = prepare_synthetic_cache(out, n_subjects=subjects, **common)
+        else:
+            scans = discover_scans(data_dir, site_list)
+            summary = prepare_cache(scans, out, Protocol(keep=keep), **common)
+    except PrepareInterrupted as exc:  # no session here (console.py) to say it
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(130) from None
     typer.echo("\n".join(summary.lines()))
     if synthetic:
         typer.echo("note       synthetic cohort: its numbers are not IXI numbers")

@@ -13,7 +13,8 @@ class RunFailed(Exception):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C stopped a command part-way; the message says what was kept and how to go on (the
-    command's session prints it, console.py); exit code 130."""
+    command's session prints it, console.py; `prepare`, which has none, prints it itself); exit
+    code 130."""
 
 
 def describe(exc: BaseException) -> str:

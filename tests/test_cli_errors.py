@@ -264,6 +264,22 @@ def test_ctrl_c_part_way_says_how_to_go_on(fresh, monkeypatch, capfd, command, l
     assert hint in log.read_text()
 
 
+def test_ctrl_c_in_prepare_says_the_same_command_continues(fresh, monkeypatch, capsys):
+    """prepare has no session: it says its Interrupted itself (exit code 130, no traceback)."""
+    from mrisr_ray.data import synthetic
+    from mrisr_ray.data.cache import PrepareInterrupted
+
+    hint = "prepare interrupted; the same command continues it (3 subject(s) kept in x.partial)"
+
+    def stopped(*args, **kwargs):
+        raise PrepareInterrupted(hint)
+
+    monkeypatch.setattr(synthetic, "prepare_synthetic_cache", stopped)
+    monkeypatch.chdir(fresh)
+    code, out, err, _ = run_main(monkeypatch, capsys, "prepare", "--synthetic")
+    assert code == 130 and err.strip().splitlines() == [hint] and out == "", (code, out, err)
+
+
 def test_help_still_works(fresh):
     for args in (["--help"], ["tune", "--help"]):
         result = run_cli(*args, cwd=fresh)

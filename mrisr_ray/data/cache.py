@@ -35,7 +35,7 @@ from mrisr_ray.data.volume import (
     foreground_slices,
     read_volume,
 )
-from mrisr_ray.errors import UserInputError, describe
+from mrisr_ray.errors import Interrupted, UserInputError, describe
 from mrisr_ray.progress import Track, no_progress
 from mrisr_ray.workdir import ensure_folder
 
@@ -249,6 +249,10 @@ def write_cache(scans: list[Scan], staging: Path, protocol: Protocol, splits_arg
     (staging / MANIFEST).write_text(manifest.to_json())
 
 
+class PrepareInterrupted(Interrupted):
+    """Ctrl-C during `prepare`: the staging folder is kept; the message says how to go on."""
+
+
 def build_atomically(out: Path, overwrite: bool, fill: Callable[[Path], None]) -> None:
     """Run `fill(staging)` and publish the staging folder as `out`. Ctrl-C keeps the staging
     folder for the next run to continue from; any other failure removes it."""
@@ -258,7 +262,9 @@ def build_atomically(out: Path, overwrite: bool, fill: Callable[[Path], None]) -
         fill(staging)
         publish(staging, out)
     except KeyboardInterrupt:
-        raise
+        done = len(list((staging / DONE).glob("*.json"))) if (staging / DONE).is_dir() else 0
+        raise PrepareInterrupted(f"prepare interrupted; the same command continues it ({done} subject(s) "
+                                 f"kept in {staging})") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

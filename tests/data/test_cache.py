@@ -76,7 +76,8 @@ def test_interrupted_prepare_continues_where_it_stopped(ixi_dir, tmp_path, monke
         return real_read(path, *args, **kwargs)
 
     monkeypatch.setattr(cache_module, "read_volume", interrupt_on_fifth)
-    with pytest.raises(KeyboardInterrupt):
+    kept = r"continues it \(4 subject\(s\) kept in .*cache\.partial"
+    with pytest.raises(cache_module.PrepareInterrupted, match=kept):
         prepare_cache(discover_scans(ixi_dir), out, n_folds=3)
     assert not out.exists()
     first = list(read)
