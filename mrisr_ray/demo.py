@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mrisr_ray import runs
 from mrisr_ray.config import load_config
-from mrisr_ray.data.cache import Cache
+from mrisr_ray.data.cache import Cache, PrepareInterrupted
 from mrisr_ray.data.synthetic import prepare_synthetic_cache
 from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.errors import Interrupted, UserInputError
@@ -114,6 +114,9 @@ def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
     """Prepare, tune both models, report (`request.resume`: the newest demo, continued)."""
     try:
         return demo_steps(request, say, track, watch)
+    except PrepareInterrupted:  # before any study: there is no demo for --resume to find
+        raise DemoInterrupted("demo interrupted while preparing its cohort; the same command continues "
+                              "it") from None
     except KeyboardInterrupt:
         store = request.tracking.uri
         where = f"--workdir {request.workdir.root}" + (

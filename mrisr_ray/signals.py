@@ -58,5 +58,5 @@ def ctrl_c_handler_kept() -> Iterator[None]:
 def keep_sigterm_as_ctrl_c(before) -> None:
     """After `ray.init`, which installs a SIGTERM handler that exits wherever the process is: put
     back `before` if it was `stop_as_on_ctrl_c` (a command's session)."""
-    if before is stop_as_on_ctrl_c:
+    if before is stop_as_on_ctrl_c and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, before)

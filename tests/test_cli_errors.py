@@ -5,6 +5,7 @@ one `error: ...` line on stderr with exit code 2, through the real entry point."
 import importlib
 import json
 import os
+import signal
 import socket
 import sqlite3
 import sys
@@ -256,7 +257,9 @@ def test_ctrl_c_part_way_says_how_to_go_on(fresh, monkeypatch, capfd, command, l
 
     monkeypatch.setattr(module, function, stopped)
     monkeypatch.chdir(fresh)
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     code, out, err, _ = run_main(monkeypatch, capfd, *command)
+    assert signal.getsignal(signal.SIGTERM) is on_sigterm  # the session's handler was put back
     assert code == 130 and "Traceback" not in err, (code, err)
     assert err.strip().splitlines()[-1] == hint and err.count(hint) == 1
     (log,) = (fresh / DEFAULT_WORKDIR / "logs").glob(f"{command[0]}-*.log")
@@ -278,6 +281,21 @@ def test_ctrl_c_in_prepare_says_the_same_command_continues(fresh, monkeypatch, c
     monkeypatch.chdir(fresh)
     code, out, err, _ = run_main(monkeypatch, capsys, "prepare", "--synthetic")
     assert code == 130 and err.strip().splitlines() == [hint] and out == "", (code, out, err)
+
+
+def test_ctrl_c_while_the_demo_prepares_says_run_it_again(fresh, monkeypatch, capfd):
+    """Before its first study there is no demo for --resume to find: the same command continues."""
+    from mrisr_ray import demo
+    from mrisr_ray.data.cache import PrepareInterrupted
+
+    def stopped(*args, **kwargs):
+        raise PrepareInterrupted("prepare interrupted")
+
+    monkeypatch.setattr(demo, "prepare_synthetic_cache", stopped)
+    monkeypatch.chdir(fresh)
+    code, _, err, _ = run_main(monkeypatch, capfd, "demo")
+    assert code == 130 and err.strip().splitlines()[-1] == \
+        "demo interrupted while preparing its cohort; the same command continues it", (code, err)
 
 
 def test_help_still_works(fresh):

@@ -9,8 +9,8 @@ Layout of a cache folder (docs/data.md):
 Writes are atomic: everything is built in `<out>.partial/` and renamed into place at the end,
 so an interrupted `prepare` leaves no half cache. Each subject finished there is recorded in
 `<out>.partial/done/<id>.json`; after Ctrl-C (or a killed process) the same command skips every
-subject whose record matches its source file's SHA-256 and the protocol. Bad input removes the
-staging folder: what failed is not worth keeping.
+subject whose record matches its source file (path and SHA-256) and the protocol. Any error
+other than Ctrl-C (bad input among them) removes the staging folder.
 """
 
 from __future__ import annotations
@@ -226,6 +226,8 @@ def write_cache(scans: list[Scan], staging: Path, protocol: Protocol, splits_arg
         sha256 = file_sha256(scan.path)
         entry = done_before(scan, staging, protocol, sha256)
         if entry is None:
+            # The record goes first: one left beside a rewritten array could match it later.
+            (staging / DONE / f"{scan.subject}.json").unlink(missing_ok=True)
             entry = prepare_subject(scan, staging, protocol, sha256)
             record = json.dumps({"protocol": protocol.digest(), "entry": asdict(entry)}).encode()
             save_atomically(staging / DONE / f"{scan.subject}.json",
@@ -238,15 +240,28 @@ def write_cache(scans: list[Scan], staging: Path, protocol: Protocol, splits_arg
                 f"{in_plane[0]}x{in_plane[1]}"
             )
         entries.append(entry)
-    shutil.rmtree(staging / DONE)
-    arrays = {entry.array for entry in entries}
-    for stale in (staging / "subjects").iterdir():  # left by an interrupted run over other scans
-        if f"subjects/{stale.name}" not in arrays:
-            stale.unlink()
     splits = make_splits({e.subject: e.site for e in entries}, **splits_args)
     (staging / SPLITS).write_text(splits.to_json())
     manifest = Manifest(protocol=protocol, subjects=entries, origin=origin or {})
     (staging / MANIFEST).write_text(manifest.to_json())
+    remove_leftovers(staging, entries)
+
+
+def remove_leftovers(staging: Path, entries: list[SubjectEntry]) -> None:
+    """Everything in `staging` that the manifest does not name: the resume records, and what an
+    interrupted run over other scans (or the synthetic cohort) left there."""
+    arrays = {entry.array for entry in entries}
+    sources = {Path(entry.source).parts[0] for entry in entries if not Path(entry.source).is_absolute()}
+    for item in staging.iterdir():
+        if item.name in {MANIFEST, SPLITS, "subjects", *sources}:
+            continue
+        if item.is_dir():
+            shutil.rmtree(item)
+        else:
+            item.unlink()
+    for stale in (staging / "subjects").iterdir():
+        if f"subjects/{stale.name}" not in arrays:
+            stale.unlink()
 
 
 class PrepareInterrupted(Interrupted):

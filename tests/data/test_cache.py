@@ -8,6 +8,8 @@ from helpers import blob_volume, other_protocol_cache, write_nifti
 
 from mrisr_ray.data import Cache, discover_scans, load_volume, prepare_cache
 from mrisr_ray.data import cache as cache_module
+from mrisr_ray.data.cache import Protocol
+from mrisr_ray.data.volume import read_volume
 from mrisr_ray.errors import UserInputError
 
 
@@ -61,21 +63,24 @@ def test_existing_output_is_refused_unless_overwrite(ixi_dir, tmp_path):
     assert summary.n_folds == 4 and not (tmp_path / "cache.old").exists()
 
 
-def test_interrupted_prepare_continues_where_it_stopped(ixi_dir, tmp_path, monkeypatch):
-    """Ctrl-C after 4 of 8 subjects keeps them in `cache.partial/`; the rerun reads only the other
-    4, re-reads a scan whose file changed in between and drops a stale array; the cache equals
-    one made in one go."""
-    out = tmp_path / "cache"
-    real_read = cache_module.read_volume
-    read: list[str] = []
-
-    def interrupt_on_fifth(path, *args, **kwargs):
-        if len(read) == 4:
+def count_reads(monkeypatch, read: list[str], stop_after: int | None = None) -> None:
+    """`prepare` appends the name of each scan it reads to `read`; Ctrl-C once `stop_after` are read."""
+    def counted(path, *args, **kwargs):
+        if stop_after is not None and len(read) == stop_after:
             raise KeyboardInterrupt
         read.append(Path(path).name)
-        return real_read(path, *args, **kwargs)
+        return read_volume(path, *args, **kwargs)
 
-    monkeypatch.setattr(cache_module, "read_volume", interrupt_on_fifth)
+    monkeypatch.setattr(cache_module, "read_volume", counted)
+
+
+def test_interrupted_prepare_continues_where_it_stopped(ixi_dir, tmp_path, monkeypatch):
+    """Ctrl-C after 4 of 8 subjects keeps them in `cache.partial/`; the rerun reads only the other
+    4, re-reads a scan whose file changed in between and drops leftovers; the cache equals one
+    made in one go."""
+    out = tmp_path / "cache"
+    read: list[str] = []
+    count_reads(monkeypatch, read, stop_after=4)
     kept = r"continues it \(4 subject\(s\) kept in .*cache\.partial"
     with pytest.raises(cache_module.PrepareInterrupted, match=kept):
         prepare_cache(discover_scans(ixi_dir), out, n_folds=3)
@@ -84,18 +89,18 @@ def test_interrupted_prepare_continues_where_it_stopped(ixi_dir, tmp_path, monke
     changed = ixi_dir / first[0]
     write_nifti(changed, np.flip(load_volume(changed), axis=0).copy())
     (tmp_path / "cache.partial" / "subjects" / "IXI999-HH-9999.npy").write_bytes(b"stale")
+    (tmp_path / "cache.partial" / "nifti").mkdir()  # as an interrupted synthetic prepare leaves
 
     read.clear()
-    monkeypatch.setattr(cache_module, "read_volume", lambda path, *a, **k: read.append(Path(path).name)
-                        or real_read(path, *a, **k))
+    count_reads(monkeypatch, read)
     summary = prepare_cache(discover_scans(ixi_dir), out, n_folds=3)
     all_scans = sorted(p.name for p in ixi_dir.glob("*-T2.nii.gz"))
     assert sorted(read) == sorted({first[0], *(set(all_scans) - set(first))})
     assert summary.n_subjects == 8 and not (tmp_path / "cache.partial").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "splits.json", "subjects"]
     assert sorted(p.name for p in (out / "subjects").iterdir()) == \
         sorted(f"{name.removesuffix('-T2.nii.gz')}.npy" for name in all_scans)
 
-    monkeypatch.setattr(cache_module, "read_volume", real_read)
     fresh = tmp_path / "fresh"
     prepare_cache(discover_scans(ixi_dir), fresh, n_folds=3)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -103,6 +108,17 @@ def test_interrupted_prepare_continues_where_it_stopped(ixi_dir, tmp_path, monke
     assert (out / "splits.json").read_text() == (fresh / "splits.json").read_text()
     for entry in manifest["subjects"]:
         np.testing.assert_array_equal(np.load(out / entry["array"]), np.load(fresh / entry["array"]))
+
+
+def test_a_changed_protocol_prepares_every_subject_again(ixi_dir, tmp_path, monkeypatch):
+    read: list[str] = []
+    count_reads(monkeypatch, read, stop_after=4)
+    with pytest.raises(cache_module.PrepareInterrupted):
+        prepare_cache(discover_scans(ixi_dir), tmp_path / "cache", n_folds=3)
+    read.clear()
+    count_reads(monkeypatch, read)
+    prepare_cache(discover_scans(ixi_dir), tmp_path / "cache", Protocol(keep=0.25), n_folds=3)
+    assert len(read) == 8
 
 
 def test_too_few_subjects_fails_before_reading(ixi_dir, tmp_path):
