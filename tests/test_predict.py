@@ -22,7 +22,7 @@ from mrisr_ray.config import Config, load_config
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.inference import SliceRunner
-from mrisr_ray.predict import ModelChoice, Options, PredictRequest, predict
+from mrisr_ray.predict import ModelChoice, Options, PredictRequest, apply, predict
 from mrisr_ray.registry import model_spec
 from mrisr_ray.runs import RunKind, TrialRef
 from mrisr_ray.tracking import Tracking
@@ -365,6 +365,31 @@ def test_an_interrupted_folder_is_finished_with_skip_existing(tmp_path, monkeypa
         assert_round_trip(scans / f"scan{i}.nii.gz", tmp_path / "sr" / f"scan{i}.nii.gz")
     code, _, err = cli(monkeypatch, capsys, *args, "--skip-existing", "--overwrite")
     assert code == 2 and "give one" in err
+
+
+def test_progress_steps_through_each_scans_slices_and_leaves_the_output_alone(tmp_path, monkeypatch):
+    """One progress step per PROGRESS_SLICES slices of each scan, named `[i/n] file`; the output
+    is what one pass over the whole volume gives."""
+    scans = tmp_path / "scans"
+    for i, slices in enumerate((20, 3)):
+        write_nifti(scans / f"scan{i}.nii.gz", blob_volume(i, (32, 32, slices)))
+    checkpoint, seen = generator_file(tmp_path / "g.pt"), []
+
+    def track(items, description):
+        steps = list(items)
+        seen.append((description, len(steps)))
+        return steps
+
+    predict(PredictRequest(input=scans, output=tmp_path / "sr", model=ModelChoice(checkpoint=checkpoint)),
+            track=track)
+    assert apply.PROGRESS_SLICES == 16 and seen == [("[1/2] scan0.nii.gz", 2), ("[2/2] scan1.nii.gz", 1)]
+    monkeypatch.setattr(apply, "PROGRESS_SLICES", 1000)
+    predict(PredictRequest(input=scans, output=tmp_path / "whole", model=ModelChoice(checkpoint=checkpoint)))
+    for i in range(2):
+        name = f"scan{i}.nii.gz"
+        assert_round_trip(scans / name, tmp_path / "sr" / name)
+        np.testing.assert_array_equal(nib.load(str(tmp_path / "sr" / name)).get_fdata(),
+                                      nib.load(str(tmp_path / "whole" / name)).get_fdata())
 
 
 # MLflow sources: a real store, runs made with the schema functions.

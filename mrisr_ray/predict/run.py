@@ -165,9 +165,9 @@ def predict(request: PredictRequest, say: Callable[[str], None] = lambda line: N
             f"{predictor.keep:g} assumed (--keep to change)")
     folder = Path(request.input).is_dir()
     rows, warned = [], set()
-    for source, output in track(pairs, "Super-resolving"):
+    for number, (source, output) in enumerate(pairs, start=1):
         try:
-            prediction = predictor(read_scan(source))
+            prediction = predictor(read_scan(source), track, f"[{number}/{len(pairs)}] {source.name}")
             ensure_folder(output.parent, "--output")
             write_atomically(prediction.image, output)
         except (UserInputError, OSError, RuntimeError, MemoryError) as exc:
