@@ -9,9 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mlflow.entities import Run
+
 from mrisr_ray import runs
 from mrisr_ray.config import load_config
-from mrisr_ray.data.cache import Cache, PrepareInterrupted
+from mrisr_ray.data.cache import Cache
 from mrisr_ray.data.synthetic import prepare_synthetic_cache
 from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.errors import Interrupted, UserInputError
@@ -89,11 +91,9 @@ def resumed(request: DemoRequest) -> tuple[DemoRequest, str]:
     """The newest demo of this store, continued as it was started: (its request, its time stamp).
     Its studies are demo-<model>-<stamp>, all with the same trials; its cohort and folds are its
     cache's, whatever `request` says (a rebuilt cohort would not be the one it tuned on)."""
-    t = request.tracking
-    studies = [run for run in runs.study_runs(t, DEFAULT_EXPERIMENT)
-               if DEMO_STUDY.fullmatch(run.data.tags[runs.STUDY])] if t.exists() else []
+    studies = demo_studies(request.tracking)
     if not studies:
-        raise UserInputError(f"--resume: no demo to continue in {t.uri}; run `mrisr-ray demo`")
+        raise UserInputError(f"--resume: no demo to continue in {request.tracking.uri}; run `mrisr-ray demo`")
     newest = studies[0]
     cache = request.workdir.data / "demo"
     if not (cache / "manifest.json").is_file():
@@ -112,12 +112,16 @@ class DemoInterrupted(Interrupted):
 def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
              track: Track = no_progress, watch: Watch = no_watch) -> DemoResult:
     """Prepare, tune both models, report (`request.resume`: the newest demo, continued)."""
+    if request.resume:
+        request, stamp = resumed(request)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
-        return demo_steps(request, say, track, watch)
-    except PrepareInterrupted:  # before any study: there is no demo for --resume to find
-        raise DemoInterrupted("demo interrupted while preparing its cohort; the same command continues "
-                              "it") from None
+        return demo_steps(request, stamp, say, track, watch)
     except KeyboardInterrupt:
+        if not demo_studies(request.tracking, stamp):  # --resume would find no demo, or an older one
+            raise DemoInterrupted("demo interrupted before its first study; the same command continues "
+                                  "it") from None
         store = request.tracking.uri
         where = f"--workdir {request.workdir.root}" + (
             "" if store == request.workdir.mlflow_uri else f" --tracking-uri {store}")
@@ -125,11 +129,16 @@ def run_demo(request: DemoRequest, say: Callable[[str], None] = print,
         raise DemoInterrupted(hint) from None
 
 
-def demo_steps(request: DemoRequest, say: Callable[[str], None], track: Track, watch: Watch) -> DemoResult:
-    if request.resume:
-        request, stamp = resumed(request)
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+def demo_studies(tracking: Tracking, stamp: str | None = None) -> list[Run]:
+    """The demos' study runs in this store, newest first (`stamp`: only that demo's)."""
+    if not tracking.exists():
+        return []
+    return [run for run in runs.study_runs(tracking, DEFAULT_EXPERIMENT)
+            if (found := DEMO_STUDY.fullmatch(run.data.tags[runs.STUDY])) and stamp in (None, found.group(2))]
+
+
+def demo_steps(request: DemoRequest, stamp: str, say: Callable[[str], None], track: Track,
+               watch: Watch) -> DemoResult:
     if request.subjects < 10:
         raise UserInputError(f"--subjects must be at least 10 (test subjects and folds), got "
                              f"{request.subjects}")

@@ -5,6 +5,7 @@ one `error: ...` line on stderr with exit code 2, through the real entry point."
 import importlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -284,7 +285,8 @@ def test_ctrl_c_in_prepare_says_the_same_command_continues(fresh, monkeypatch, c
 
 
 def test_ctrl_c_while_the_demo_prepares_says_run_it_again(fresh, monkeypatch, capfd):
-    """Before its first study there is no demo for --resume to find: the same command continues."""
+    """Before its first study there is no demo for --resume to find (or an older one): the same
+    command continues."""
     from mrisr_ray import demo
     from mrisr_ray.data.cache import PrepareInterrupted
 
@@ -295,7 +297,31 @@ def test_ctrl_c_while_the_demo_prepares_says_run_it_again(fresh, monkeypatch, ca
     monkeypatch.chdir(fresh)
     code, _, err, _ = run_main(monkeypatch, capfd, "demo")
     assert code == 130 and err.strip().splitlines()[-1] == \
-        "demo interrupted while preparing its cohort; the same command continues it", (code, err)
+        "demo interrupted before its first study; the same command continues it", (code, err)
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_an_interrupted_demo_names_the_command_that_continues_it(tmp_path, monkeypatch, started):
+    """`demo --resume` only once this demo's first study is in the store: before, it would find no
+    demo, or continue an older one."""
+    from mrisr_ray import demo
+    from mrisr_ray.tracking import Tracking
+    from mrisr_ray.workdir import Workdir
+
+    stamps = []
+
+    def stopped(request, stamp, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "demo_steps", stopped)
+    monkeypatch.setattr(demo, "demo_studies", lambda tracking, stamp=None: stamps.append(stamp) or
+                        ([object()] if started else []))
+    wd = Workdir(tmp_path)
+    with pytest.raises(demo.DemoInterrupted) as stop:
+        demo.run_demo(demo.DemoRequest(workdir=wd, tracking=Tracking.for_workdir(wd)))
+    assert len(stamps) == 1 and re.fullmatch(r"\d{8}-\d{6}", stamps[0])  # this demo's own studies
+    assert ("continue it with: mrisr-ray demo --resume --workdir" in str(stop.value)) == started
+    assert ("before its first study; the same command continues it" in str(stop.value)) != started
 
 
 def test_help_still_works(fresh):

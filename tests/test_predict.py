@@ -380,9 +380,14 @@ def test_progress_steps_through_each_scans_slices_and_leaves_the_output_alone(tm
         seen.append((description, len(steps)))
         return steps
 
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # one slice per thread: steps of 16
     predict(PredictRequest(input=scans, output=tmp_path / "sr", model=ModelChoice(checkpoint=checkpoint)),
             track=track)
     assert apply.PROGRESS_SLICES == 16 and seen == [("[1/2] scan0.nii.gz", 2), ("[2/2] scan1.nii.gz", 1)]
+    seen.clear()  # batches of 6 over 2 threads: steps of 24, whole multiples of the 12 run at once
+    predict(PredictRequest(input=scans, output=tmp_path / "sr6", model=ModelChoice(checkpoint=checkpoint),
+                           options=Options(batch_size=6)), track=track)
+    assert seen == [("[1/2] scan0.nii.gz", 1), ("[2/2] scan1.nii.gz", 1)]
     monkeypatch.setattr(apply, "PROGRESS_SLICES", 1000)
     predict(PredictRequest(input=scans, output=tmp_path / "whole", model=ModelChoice(checkpoint=checkpoint)))
     for i in range(2):

@@ -255,7 +255,7 @@ def remove_leftovers(staging: Path, entries: list[SubjectEntry]) -> None:
     for item in staging.iterdir():
         if item.name in {MANIFEST, SPLITS, "subjects", *sources}:
             continue
-        if item.is_dir():
+        if item.is_dir() and not item.is_symlink():
             shutil.rmtree(item)
         else:
             item.unlink()

@@ -4,6 +4,7 @@ optionally made k-space consistent, and mapped back to the scan's intensity rang
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -27,8 +28,9 @@ from mrisr_ray.resources import resolve_device
 
 SYNTHETIC_SCAN = re.compile(r"synth\d{3}\.nii(\.gz)?")  # data/synthetic.py: write_cohort's names
 SPACING_TOLERANCE = 0.25  # relative in-plane voxel-size difference from training worth a warning
-# Slices run between two progress updates: a 5-fold ensemble on CPU takes ~45 s a volume, which
-# one step per scan would leave silent (reports/benchmarks/predict.json).
+# Slices run between two progress updates (at least; rounded up to a whole multiple of what runs at
+# once): a 5-fold ensemble on CPU takes ~45 s a volume, which one step per scan would leave silent
+# (reports/benchmarks/predict.json).
 PROGRESS_SLICES = 16
 
 
@@ -83,9 +85,13 @@ class Predictor:
             raise UserInputError(f"--keep must be in (0, 1], got {self.keep}")
         self.device = inference_device(options.device)
         self.runners = [SliceRunner(g, self.device, options.batch_size) for g in model.generators]
+        # A GPU batch, or one batch per CPU thread (inference.py), runs at once: steps of whole
+        # multiples of it keep every batch full and every thread busy.
+        width = self.runners[0].batch_size * (1 if self.device.type == "cuda" else torch.get_num_threads())
+        self.step = width * math.ceil(PROGRESS_SLICES / width)
 
     def __call__(self, scan: Scan, track: Track = no_progress, description: str = "") -> Prediction:
-        """`scan` super-resolved, `PROGRESS_SLICES` slices at a time through `track`."""
+        """`scan` super-resolved, `self.step` slices at a time through `track`."""
         start = time.perf_counter()
         data = self.model.data
         clip = data.clip_percentiles if data else None
@@ -104,8 +110,8 @@ class Predictor:
             lr = degrade(x, self.keep)
         else:
             lr = x
-        steps = track(range(0, len(lr), PROGRESS_SLICES), description or scan.path.name)
-        sr = torch.cat([ensemble(self.runners, lr[s : s + PROGRESS_SLICES]) for s in steps]).clamp(0.0, 1.0)
+        steps = track(range(0, len(lr), self.step), description or scan.path.name)
+        sr = torch.cat([ensemble(self.runners, lr[s : s + self.step]) for s in steps]).clamp(0.0, 1.0)
         if self.options.dc:
             sr = data_consistency(sr, lr, self.keep).clamp(0.0, 1.0)
         out = np.moveaxis((sr * (hi - lo) + lo).cpu().numpy(), 0, -1)
