@@ -72,6 +72,11 @@ class SubjectEntry:
     kept_slices: list[int]
     array: str  # relative path of the .npy file
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> SubjectEntry:
+        """From its JSON form (the manifest's, a resume record's): lists back to tuples."""
+        return cls(**{**raw, "shape": tuple(raw["shape"]), "spacing": tuple(raw["spacing"])})
+
 
 @dataclass
 class Manifest:
@@ -102,8 +107,7 @@ class Manifest:
         if proto.get("clip_percentiles") is not None:
             proto["clip_percentiles"] = tuple(proto["clip_percentiles"])
         subjects = [
-            SubjectEntry(**{**s, "shape": tuple(s["shape"]), "spacing": tuple(s["spacing"])})
-            for s in raw["subjects"]
+            SubjectEntry.from_dict(s) for s in raw["subjects"]
         ]
         return cls(protocol=Protocol(**proto), subjects=subjects, origin=raw.get("origin", {}))
 
@@ -199,13 +203,13 @@ def prepare_subject(scan: Scan, staging: Path, protocol: Protocol, sha256: str) 
                         kept_slices=kept.tolist(), array=array)
 
 
-def done_before(scan: Scan, staging: Path, protocol: Protocol, sha256: str) -> SubjectEntry | None:
+def done_before(record: Path, scan: Scan, staging: Path, protocol: Protocol,
+                sha256: str) -> SubjectEntry | None:
     """The entry an interrupted run recorded for this scan, if made from the same file, with the
     same bytes, under the same protocol, and its array is there."""
     try:
-        raw = json.loads((staging / DONE / f"{scan.subject}.json").read_text())
-        entry = SubjectEntry(**{**raw["entry"], "shape": tuple(raw["entry"]["shape"]),
-                                "spacing": tuple(raw["entry"]["spacing"])})
+        raw = json.loads(record.read_text())
+        entry = SubjectEntry.from_dict(raw["entry"])
     except (OSError, ValueError, KeyError, TypeError):  # none, or not one of ours
         return None
     same = raw.get("protocol") == protocol.digest() and entry.sha256 == sha256 and \
@@ -223,15 +227,14 @@ def write_cache(scans: list[Scan], staging: Path, protocol: Protocol, splits_arg
     in_plane: tuple[int, int] | None = None
     continuing = " (continuing an interrupted run)" if any((staging / DONE).iterdir()) else ""
     for scan in track(scans, f"Preparing subjects{continuing}"):
-        sha256 = file_sha256(scan.path)
-        entry = done_before(scan, staging, protocol, sha256)
+        sha256, record = file_sha256(scan.path), staging / DONE / f"{scan.subject}.json"
+        entry = done_before(record, scan, staging, protocol, sha256)
         if entry is None:
             # The record goes first: one left beside a rewritten array could match it later.
-            (staging / DONE / f"{scan.subject}.json").unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
             entry = prepare_subject(scan, staging, protocol, sha256)
-            record = json.dumps({"protocol": protocol.digest(), "entry": asdict(entry)}).encode()
-            save_atomically(staging / DONE / f"{scan.subject}.json",
-                            lambda file, record=record: file.write(record))
+            body = json.dumps({"protocol": protocol.digest(), "entry": asdict(entry)}).encode()
+            save_atomically(record, lambda file, body=body: file.write(body))
         if in_plane is None:
             in_plane = entry.shape[:2]
         elif entry.shape[:2] != in_plane:
