@@ -12,6 +12,7 @@ after bad input, whose one error line says everything.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ from typing import TextIO
 
 from mrisr_ray.errors import Interrupted, RunFailed, UserInputError, describe
 from mrisr_ray.progress import Target, clock
-from mrisr_ray.signals import sigterm_as_ctrl_c
+from mrisr_ray.signals import handler_while, stop_as_on_ctrl_c
 from mrisr_ray.workdir import Workdir, ensure_folder
 
 POLL_S = 1.0  # how often a live view reads the tracking store
@@ -217,7 +218,7 @@ def session(command: str, workdir: Workdir, verbose: bool = False) -> Iterator[C
         os.dup2(log.fileno(), 2)
         follower = LogFollower(path, out) if verbose else None
         console = Console(out=out, err=err, log=log, live=shows_live(out, verbose), echo_log=verbose)
-        with sigterm_as_ctrl_c():
+        with handler_while(signal.SIGTERM, stop_as_on_ctrl_c):
             yield console
     except (UserInputError, RunFailed) as exc:
         names_log = not isinstance(exc, UserInputError)  # bad input: its one line says it all

@@ -27,32 +27,22 @@ def stop_as_on_ctrl_c(signum: int, frame) -> None:
 
 
 @contextmanager
-def sigterm_as_ctrl_c() -> Iterator[None]:
-    """`stop_as_on_ctrl_c` for SIGTERM while the block runs (signal handlers belong to the main
-    thread: elsewhere nothing changes)."""
+def handler_while(signum: int, handler=None) -> Iterator[None]:
+    """`handler` for `signum` while the block runs (None: leave it), and the handler from before
+    put back after it, whatever the block installed meanwhile (Tune's fit installs one for SIGINT
+    and leaves it after a study that ends normally, where it would swallow the next Ctrl-C).
+    Signal handlers belong to the main thread: elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
-
-
-@contextmanager
-def ctrl_c_handler_kept() -> Iterator[None]:
-    """Put back the SIGINT handler that the block replaced: Tune's fit installs its own and leaves
-    it after a study that ends normally, where it would swallow the next Ctrl-C (and SIGTERM)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.getsignal(signal.SIGINT)
+    before = signal.getsignal(signum)
+    if handler is not None:
+        signal.signal(signum, handler)
     try:
         yield
     finally:
         if before is not None:  # None: installed outside Python, cannot be put back
-            signal.signal(signal.SIGINT, before)
+            signal.signal(signum, before)
 
 
 def keep_sigterm_as_ctrl_c(before) -> None:

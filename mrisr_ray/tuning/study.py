@@ -10,6 +10,7 @@ run ▸ trial runs ▸ fold runs.
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import time
 from dataclasses import replace
@@ -26,7 +27,7 @@ from mrisr_ray.models.vgg import with_resolved_weights
 from mrisr_ray.progress import Target, Watch, no_watch
 from mrisr_ray.ray_runtime import HEAD_RESOURCE, check_cluster_request, check_local_request, ensure_ray
 from mrisr_ray.runs import TrialState
-from mrisr_ray.signals import ctrl_c_handler_kept
+from mrisr_ray.signals import handler_while
 from mrisr_ray.tuning.outcomes import StudyResult, finish_study, outcomes_of
 from mrisr_ray.tuning.plan import TRIAL_DRIVER_CPU, Plan, StudyRequest, make_plan
 from mrisr_ray.tuning.space import SearchSpace
@@ -253,7 +254,7 @@ def run_study(request: StudyRequest, watch: Watch = no_watch) -> StudyResult:
                                           callbacks=[study_callback(spec)], verbose=1))
         with watch(Target(tracking=t, experiment=request.experiment, model=plan.model, epochs=plan.epochs,
                           study=plan.name, trials=plan.trials, folds=plan.folds,
-                          concurrent=plan.concurrent)), ctrl_c_handler_kept():
+                          concurrent=plan.concurrent)), handler_while(signal.SIGINT):
             grid = tuner.fit()
     except KeyboardInterrupt:
         tracking.end_run(t, run_id, "KILLED")
