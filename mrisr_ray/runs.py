@@ -12,7 +12,9 @@ The names and values below are those that existing stores hold: changing one hid
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ RESUMED_FROM_EPOCH, RESUMED_GENERATOR = "resumed_from_epoch", "resumed_generator
 GIT_COMMIT = "git_commit"  # of every run that is not a trial: the code that made it
 RAY_RUN_NAME = "ray_run_name"  # of a training run: the Ray Train run it resumes from
 RAY_STORAGE = "ray_storage_path"  # the folder of Ray's checkpoints and Tune results (--storage-path)
+DRIVER = "driver"  # of a training run: "<machine> <pid> <start>" of the process driving it (`Driver`)
 
 ALL_TRAIN = "all-train"  # the `fold` of a training on every non-test subject
 CONFIG_ARTIFACT = "config.yaml"
@@ -186,6 +189,77 @@ def training_tags(kind: RunKind, config: Config, cache: Cache, fold: int | None,
 def resource_tags(resources: Resources) -> dict[str, str]:
     """Set on every start of a training run: a resumed run may run elsewhere."""
     return {"device": "cuda" if resources.use_gpu else "cpu", "workers": str(resources.workers)}
+
+
+@dataclass(frozen=True)
+class Driver:
+    """The process that drives a training run (it logs to MLflow and ends the run), so that a run
+    left RUNNING by a SIGKILL, a crash or a closed terminal can be told from one still training.
+    Linux only: without /proc nothing is told."""
+
+    machine: str  # where `pid` names this process (`this_machine`)
+    pid: int
+    started: str  # its start time in clock ticks after boot, to tell a reused pid ("": no /proc)
+
+    @classmethod
+    def this_process(cls) -> Driver:
+        stat = process_stat(os.getpid())
+        return cls(this_machine(), os.getpid(), stat[1] if stat else "")
+
+    @classmethod
+    def of(cls, run: Run) -> Driver | None:
+        """The run's driver (None: a run logged before the tag existed, or not a training run)."""
+        parts = run.data.tags.get(DRIVER, "").split(" ")
+        if len(parts) != 3 or not parts[1].isdigit():
+            return None
+        return cls(parts[0], int(parts[1]), parts[2])
+
+    def tag(self) -> dict[str, str]:
+        return {DRIVER: f"{self.machine} {self.pid} {self.started}"}
+
+    def running(self) -> bool | None:
+        """Whether the process still runs; None where this process cannot tell: another machine,
+        container or boot, no /proc, or another user's process that /proc hides."""
+        if not self.started or self.machine != this_machine():
+            return None
+        try:
+            os.kill(self.pid, 0)  # signal 0 checks that the process exists, and sends nothing
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's: perhaps a reused pid, which its start time tells
+            pass
+        stat = process_stat(self.pid)
+        if stat is None:
+            return None
+        state, started = stat
+        return state not in "ZX" and started == self.started  # a zombie has ended, unreaped
+
+
+def left_running(run: Run) -> bool:
+    """A run marked RUNNING whose driver has surely ended (a SIGKILL, a crash, a closed terminal)."""
+    driver = Driver.of(run)
+    return run.info.status == "RUNNING" and driver is not None and driver.running() is False
+
+
+def this_machine() -> str:
+    """Host name, boot id and pid namespace: a pid names the same process only within all three
+    (containers may share a host name, and a reboot reuses pids)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid").strip("pid:[]")
+    except OSError:
+        boot = namespace = ""
+    return f"{socket.gethostname()}/{boot}/{namespace}"
+
+
+def process_stat(pid: int) -> tuple[str, str] | None:
+    """`pid`'s state and start time (fields 3 and 22 of /proc/PID/stat, which follow the
+    parenthesised command name, itself free to hold spaces), or None where /proc has neither."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return fields[0], fields[19]
 
 
 def report_tags(cache: Cache, models: str) -> dict[str, str]:

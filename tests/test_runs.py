@@ -1,7 +1,10 @@
 """The MLflow run schema (runs.py) on a real SQLite store: runs tagged by its builders are found by
 exactly the right queries, and by the filter strings that older code wrote (stores stay readable)."""
 
+import subprocess
+import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -161,6 +164,35 @@ def test_trial_ends_and_closing_what_tune_left_open(store, cache):
     runs.close_trial(t, EXPERIMENT, "s", "t2", TrialState.FAILED)
     run = t.client().get_run(lost)
     assert run.info.status == "KILLED" and run.data.tags["state"] == "failed"
+
+
+def test_a_run_left_running_is_told_from_one_still_training(store):
+    """The driver tag names this process; a run whose driver has ended (a process that exited, or
+    a pid now held by another process) was left RUNNING; another machine's cannot be told."""
+    t = store
+    run_id = tracking.start_run(t, EXPERIMENT, "run", runs.Driver.this_process().tag())
+    run = t.client().get_run(run_id)
+    assert runs.Driver.of(run) == runs.Driver.this_process() and runs.Driver.of(run).running()
+    assert not runs.left_running(run)
+    ended = subprocess.Popen([sys.executable, "-c", ""])
+    ended.wait()
+    me = runs.Driver.this_process()
+    other = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE)  # after `me`
+    for gone in (replace(me, pid=ended.pid), replace(me, pid=other.pid)):  # other: as a pid reused
+        tracking.set_tags(t, run_id, gone.tag())
+        run = t.client().get_run(run_id)
+        assert runs.Driver.of(run) == gone and gone.running() is False and runs.left_running(run)
+    other.communicate(b"\n")
+    unreaped = subprocess.Popen([sys.executable, "-c", ""])  # ended, a zombie until waited for
+    while runs.process_stat(unreaped.pid)[0] != "Z":
+        time.sleep(0.05)
+    assert replace(me, pid=unreaped.pid, started=runs.process_stat(unreaped.pid)[1]).running() is False
+    unreaped.wait()
+    tracking.end_run(t, run_id, "FINISHED")
+    assert not runs.left_running(t.client().get_run(run_id))
+    assert replace(me, machine="another-machine").running() is None  # or container, or boot
+    assert replace(me, started="").running() is None  # no /proc there: nothing is told
+    assert runs.Driver.of(t.client().get_run(tracking.start_run(t, EXPERIMENT, "older", {}))) is None
 
 
 def test_config_and_generator_round_trip(store, tmp_path):

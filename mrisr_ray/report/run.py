@@ -69,19 +69,20 @@ class ReportInterrupted(Interrupted):
 
 def earlier_retrain(request: ReportRequest, config: Config, cache: Cache) -> Run | None:
     """The newest `--retrain` run of this configuration, cache and code (git commit) that
-    finished with its generator logged (reused), or that Ctrl-C stopped (KILLED) after a
-    checkpoint that is still here (continued from it): a report stopped after or during a
-    retraining loses none of it. Failed runs, runs left RUNNING (perhaps another report's) and
-    runs without their config are passed over; a run deleted in the MLflow UI is not searched,
-    which is how to retrain afresh."""
+    finished with its generator logged (reused), or that stopped after a checkpoint that is still
+    here (continued from it): by Ctrl-C (KILLED), or left RUNNING by a process that has ended
+    (a SIGKILL, a closed terminal): a report stopped after or during a retraining loses none of
+    it. Failed runs, runs still training (perhaps another report's, or another machine's: that
+    cannot be told from here) and runs without their config are passed over; a run deleted in the
+    MLflow UI is not searched, which is how to retrain afresh."""
     from mrisr_ray.train.run import differing_keys, latest_checkpoint
 
     t, commit = request.tracking, runs.git_commit()
     client = t.client()
     for run in runs.retrain_runs(t, request.experiment, config.model):
         tags, status, run_id = run.data.tags, run.info.status, run.info.run_id
-        if status not in ("FINISHED", "KILLED") or not runs.matches(run, cache) \
-                or tags.get(runs.GIT_COMMIT) != commit:
+        resumable = status in ("FINISHED", "KILLED") or runs.left_running(run)
+        if not resumable or not runs.matches(run, cache) or tags.get(runs.GIT_COMMIT) != commit:
             continue
         logged = {artifact.path for artifact in client.list_artifacts(run_id)}
         needed = {runs.CONFIG_ARTIFACT, runs.GENERATOR_ARTIFACT} if status == "FINISHED" \

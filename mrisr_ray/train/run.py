@@ -117,11 +117,17 @@ def differing_keys(given: Config, stored: Config) -> list[str]:
 
 def resumed(request: TrainRequest, cache: Cache) -> Resumed:
     """The run `request.resume_run_id`, checked to be the same training: same cache and splits,
-    the same config when one is given, and its Ray run folder present with a loadable checkpoint."""
+    the same config when one is given, not still training (RUNNING with its driver alive here),
+    and its Ray run folder present with a loadable checkpoint."""
     t, run_id = request.tracking, request.resume_run_id
-    tags = tracking.existing_run(t, run_id, f"--resume {run_id}").data.tags
+    run = tracking.existing_run(t, run_id, f"--resume {run_id}")
+    tags = run.data.tags
     if runs.RAY_RUN_NAME not in tags:
         raise UserInputError(f"--resume {run_id}: not an mrisr-ray training run")
+    driver = runs.Driver.of(run)  # a trial's folds are resumed by Tune, which owns their processes
+    if request.trial is None and run.info.status == "RUNNING" and driver is not None and driver.running():
+        raise UserInputError(f"--resume {run_id}: the run is still training in process {driver.pid}; "
+                             f"stop it first (Ctrl-C there, or kill {driver.pid})")
     for key, value in runs.data_tags(cache).items():
         if key in tags and tags[key] != value:
             raise UserInputError(f"--resume {run_id}: --data {cache.path} differs from the run's "
@@ -153,8 +159,8 @@ def latest_checkpoint(run_folder: Path) -> Path | None:
 def start_run(request: TrainRequest, config: Config, cache: Cache, ray_name: str) -> str:
     """A new MLflow run: its tags, its config (params and config.yaml) and the splits it used."""
     t = request.tracking
-    tags = runs.training_tags(request.kind, config, cache, request.fold, request.workdir.ray_storage,
-                              ray_name, request.trial)
+    tags = {**runs.training_tags(request.kind, config, cache, request.fold, request.workdir.ray_storage,
+                                 ray_name, request.trial), **runs.Driver.this_process().tag()}
     trial = request.trial
     name = ray_name if trial is None else runs.display_name(config.model, trial.number, request.fold,
                                                             trial.trial_id)
@@ -200,6 +206,8 @@ def train(request: TrainRequest, watch: Watch = no_watch) -> TrainResult:
     t = request.tracking
     if request.resume_run_id:
         run_id = request.resume_run_id
+        # Tagged before it is RUNNING again, so that it is never RUNNING under a driver that ended.
+        tracking.set_tags(t, run_id, runs.Driver.this_process().tag())
         tracking.mark_running(t, run_id)
     else:
         run_id = start_run(request, config, cache, ray_name)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ from mrisr_ray.report.run import (
     make_report,
     model_sources,
 )
-from mrisr_ray.runs import GIT_COMMIT, load_run_config
+from mrisr_ray.runs import GIT_COMMIT, Driver, load_run_config
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.workdir import Workdir
 
@@ -220,8 +221,8 @@ def test_retrain_trains_the_best_configs_on_all_non_test_subjects(demo, tmp_path
     sources = model_sources(request, Cache.open(request.cache), no_watch)
     assert [s.how.endswith(f"(run {runs[s.model].info.run_id}, by an earlier report)")
             for s in sources] == [True, True]
-    # Passed over, to train anew: another configuration, other code, a failed run, one left
-    # RUNNING (perhaps another report's).
+    # Passed over, to train anew: another configuration, other code, a failed run, one still
+    # RUNNING (its driver, this process, runs: perhaps another report's).
     client, cpce_run, cache = t.client(), runs["cpce"].info.run_id, Cache.open(request.cache)
     config = load_run_config(t, cpce_run)
     assert earlier_retrain(request, config, cache).info.run_id == cpce_run
@@ -232,6 +233,12 @@ def test_retrain_trains_the_best_configs_on_all_non_test_subjects(demo, tmp_path
     for status in ("FAILED", "RUNNING"):
         client.update_run(cpce_run, status=status)
         assert earlier_retrain(request, config, cache) is None, status
+    # Left RUNNING by a process that has ended (a SIGKILL, a closed terminal): continued.
+    ended = subprocess.Popen([sys.executable, "-c", ""])
+    ended.wait()
+    for key, value in replace(Driver.this_process(), pid=ended.pid).tag().items():
+        client.set_tag(cpce_run, key, value)
+    assert earlier_retrain(request, config, cache).info.run_id == cpce_run
     client.update_run(cpce_run, status="FINISHED")
     assert earlier_retrain(request, config, cache).info.run_id == cpce_run
 

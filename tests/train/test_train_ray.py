@@ -1,5 +1,8 @@
 """Real Ray Train runs (2 gloo workers) with a real MLflow store in a temp dir."""
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,6 +12,7 @@ from helpers import TINY_RUN
 from mrisr_ray.config import load_config
 from mrisr_ray.errors import RunFailed, UserInputError
 from mrisr_ray.resources import Resources
+from mrisr_ray.runs import Driver
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.train.checkpoint import GENERATOR_FILE, STATE_FILE, read_generator, state_sha256
 from mrisr_ray.train.fault_injection import FAIL_ONCE_ENV
@@ -105,16 +109,29 @@ def test_killed_run_resumes_from_its_epoch_1_checkpoint(ray_session, tiny_synthe
     assert resumed.run_id == run.info.run_id and not (tmp_path / "elsewhere" / "ray").exists()
     tags = t.client().get_run(run.info.run_id).data.tags
     assert tags["resumed_from_epoch"] == "1" and tags["resumed_generator_sha256"] == epoch_1_sha
+    assert tags["driver"] == Driver.this_process().tag()["driver"]  # its new driver
     assert metric_steps(t, run.info.run_id, "val_psnr") == [1, 2]  # ends at the configured 2
     assert t.client().get_run(run.info.run_id).info.status == "FINISHED"
 
 
 def refuse_what_is_not_the_same_run(first: TrainRequest, run_id: str, storage: Path, tmp_path: Path):
-    """`--resume` with other data, another config, a damaged checkpoint or checkpoints that are
-    gone: one clear error on the driver, before any worker starts."""
+    """`--resume` of a run still training, with other data, another config, a damaged checkpoint
+    or checkpoints that are gone: one clear error on the driver, before any worker starts. The
+    run is left RUNNING by a driver that has ended."""
     from mrisr_ray.data.synthetic import prepare_synthetic_cache
 
     again = replace(first, resume_run_id=run_id)
+    # Still RUNNING with its driver (this process) alive: another `--resume` would train it twice.
+    client = first.tracking.client()
+    client.update_run(run_id, status="RUNNING")
+    with pytest.raises(UserInputError, match=f"the run is still training in process {os.getpid()}; "
+                                             f"stop it first"):
+        train(again)
+    # RUNNING with its driver gone, as a SIGKILL leaves it: the caller's resume continues it.
+    ended = subprocess.Popen([sys.executable, "-c", ""])
+    ended.wait()
+    for key, value in replace(Driver.this_process(), pid=ended.pid).tag().items():
+        client.set_tag(run_id, key, value)
     reseeded = tmp_path / "reseeded"  # same subject ids and protocol, other scans and splits
     prepare_synthetic_cache(reseeded, n_subjects=7, n_slices=6, n_folds=3, test_fraction=0.1, seed=1)
     with pytest.raises(UserInputError, match=f"--data {reseeded} differs from the run's"):
