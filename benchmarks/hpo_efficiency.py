@@ -8,12 +8,14 @@ gained +0.25 to +0.31 dB over its input and the ranking was noise; at 384 the pa
 about 1.5 dB below the input and the best configurations gain about +0.5 dB. A trial's score is
 its gain over the LR input: per fold, the best epoch's validation PSNR minus the zero-filled
 input's on the same slices, averaged over folds. Both searches start from the same trial 0; TPE is
-seeded with the seed and models after the space's `tpe.startup_trials` (5, as the product's
+seeded with the seed and models after the space's `tpe.startup_trials` (3, as the product's
 spaces), the random search is seeded with seed + 1000 (RANDOM_SEED_OFFSET). Measured: how many
 fold trainings TPE + ASHA needed before its best complete trial reached the random search's final
 best gain, as a share of the random search's fold trainings (target: at most 40% at the median
 over seeds). Results accumulate across runs, one row per seed, in
-reports/benchmarks/hpo_efficiency.json. Run by hand (about 26 minutes per seed on 2 cores):
+reports/benchmarks/hpo_efficiency.json; a run with other settings starts its own rows and keeps the
+earlier settings' under `earlier`. Run by hand (24–26 minutes per seed on one 2-core machine, about
+70 on a slower one):
 
     python benchmarks/hpo_efficiency.py --seeds 0 1 2 [--trials 14] [--folds 2]
 """
@@ -122,13 +124,23 @@ def settings(args) -> dict:
             "score": "mean over folds of best val PSNR - LR input PSNR (dB)"}
 
 
-def earlier_rows(args) -> list[dict]:
-    """Rows of earlier runs with the same settings (a changed setting starts afresh)."""
+def stored_configurations() -> list[dict]:
+    """Every configuration measured so far (settings, summary, rows), the newest first: the file's
+    own, then its `earlier` ones."""
     path = RESULTS / "hpo_efficiency.json"
     if not path.is_file():
         return []
-    earlier = json.loads(path.read_text())
-    return earlier.get("rows", []) if earlier.get("settings") == settings(args) else []
+    stored = json.loads(path.read_text())
+    earlier = stored.pop("earlier", [])
+    stored.pop("benchmark", None)
+    return [stored, *earlier]
+
+
+def earlier_rows(args) -> list[dict]:
+    """Rows of earlier runs with the same settings (a changed setting starts afresh, and the
+    configurations measured before are kept under `earlier`)."""
+    same = [c for c in stored_configurations() if c.get("settings") == settings(args)]
+    return same[0].get("rows", []) if same else []
 
 
 def at_target_budget(row: dict) -> dict:
@@ -148,7 +160,7 @@ def summarize(rows: list[dict], args) -> Path:
     # is then None, not Infinity, which is no JSON).
     median = statistics.median([s if s is not None else float("inf") for s in shares])
     summary = {"seeds_done": len(rows), "seeds_never_reached": len(shares) - len(reached),
-               "median_share": median if median < float("inf") else None,
+               "median_share": round(median, 3) if median < float("inf") else None,
                "range_share": [min(reached), max(reached)] if reached else None,
                "target_median_share": TARGET_SHARE,
                "best_gain_at_target_budget": [at_target_budget(r) for r in rows]}
@@ -156,7 +168,9 @@ def summarize(rows: list[dict], args) -> Path:
           f"(range {summary['range_share']}) of its fold trainings, {len(rows)} seed(s); "
           f"target <= {TARGET_SHARE}",
           flush=True)
-    return write_result("hpo_efficiency", {"settings": settings(args), **summary, "rows": rows}, host())
+    earlier = [c for c in stored_configurations() if c.get("settings") != settings(args)]
+    return write_result("hpo_efficiency", {"settings": settings(args), **summary, "rows": rows,
+                                           "earlier": earlier}, host())
 
 
 def main() -> None:

@@ -111,7 +111,7 @@ def test_tpe_draws_at_random_for_the_spaces_startup_trials_then_models(tmp_path,
 
 def test_spaces_name_their_tpe_startup_or_take_optunas():
     for space, model in (("cpce", "cpce"), ("circle", "circle"), ("hpo_benchmark_cpce", "cpce")):
-        assert load_space(default_space_path(space), load_config(model)).startup_trials == 5
+        assert load_space(default_space_path(space), load_config(model)).startup_trials == 3
     demo = load_space(default_space_path("demo_cpce"),
                       load_config("cpce", defaults_dir("configs") / "demo_cpce.yaml"))
     assert demo.startup_trials == OPTUNA_STARTUP_TRIALS == \
