@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -63,3 +64,13 @@ def wait_for(condition, what: str, timeout: float = 300) -> None:
     while not condition():
         assert time.time() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
+
+
+def ended_driver():
+    """This process's `runs.Driver` with the pid of a process that has exited, as a SIGKILL of a
+    run's driver leaves its tag."""
+    from mrisr_ray.runs import Driver
+
+    ended = subprocess.Popen([sys.executable, "-c", ""])
+    ended.wait()
+    return replace(Driver.this_process(), pid=ended.pid)

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from helpers import ended_driver
 
 from mrisr_ray import runs, tracking
 from mrisr_ray.config import load_config, with_overrides
@@ -174,11 +175,9 @@ def test_a_run_left_running_is_told_from_one_still_training(store):
     run = t.client().get_run(run_id)
     assert runs.Driver.of(run) == runs.Driver.this_process() and runs.Driver.of(run).running()
     assert not runs.left_running(run)
-    ended = subprocess.Popen([sys.executable, "-c", ""])
-    ended.wait()
     me = runs.Driver.this_process()
     other = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE)  # after `me`
-    for gone in (replace(me, pid=ended.pid), replace(me, pid=other.pid)):  # other: as a pid reused
+    for gone in (ended_driver(), replace(me, pid=other.pid)):  # other: as a pid reused
         tracking.set_tags(t, run_id, gone.tag())
         run = t.client().get_run(run_id)
         assert runs.Driver.of(run) == gone and gone.running() is False and runs.left_running(run)

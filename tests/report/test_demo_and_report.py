@@ -12,14 +12,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import ended_driver, run_cli
 from skimage.metrics import structural_similarity
 from test_cli_prepare import assert_one_line_error
 
+from mrisr_ray import tracking
 from mrisr_ray.config import with_overrides
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.errors import UserInputError
@@ -33,7 +33,7 @@ from mrisr_ray.report.run import (
     make_report,
     model_sources,
 )
-from mrisr_ray.runs import GIT_COMMIT, Driver, load_run_config
+from mrisr_ray.runs import GIT_COMMIT, load_run_config
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.workdir import Workdir
 
@@ -234,10 +234,7 @@ def test_retrain_trains_the_best_configs_on_all_non_test_subjects(demo, tmp_path
         client.update_run(cpce_run, status=status)
         assert earlier_retrain(request, config, cache) is None, status
     # Left RUNNING by a process that has ended (a SIGKILL, a closed terminal): continued.
-    ended = subprocess.Popen([sys.executable, "-c", ""])
-    ended.wait()
-    for key, value in replace(Driver.this_process(), pid=ended.pid).tag().items():
-        client.set_tag(cpce_run, key, value)
+    tracking.set_tags(t, cpce_run, ended_driver().tag())
     assert earlier_retrain(request, config, cache).info.run_id == cpce_run
     client.update_run(cpce_run, status="FINISHED")
     assert earlier_retrain(request, config, cache).info.run_id == cpce_run

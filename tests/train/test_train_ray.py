@@ -1,14 +1,13 @@
 """Real Ray Train runs (2 gloo workers) with a real MLflow store in a temp dir."""
 
 import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import TINY_RUN
+from helpers import TINY_RUN, ended_driver
 
+from mrisr_ray import tracking
 from mrisr_ray.config import load_config
 from mrisr_ray.errors import RunFailed, UserInputError
 from mrisr_ray.resources import Resources
@@ -128,10 +127,7 @@ def refuse_what_is_not_the_same_run(first: TrainRequest, run_id: str, storage: P
                                              f"stop it first"):
         train(again)
     # RUNNING with its driver gone, as a SIGKILL leaves it: the caller's resume continues it.
-    ended = subprocess.Popen([sys.executable, "-c", ""])
-    ended.wait()
-    for key, value in replace(Driver.this_process(), pid=ended.pid).tag().items():
-        client.set_tag(run_id, key, value)
+    tracking.set_tags(first.tracking, run_id, ended_driver().tag())
     reseeded = tmp_path / "reseeded"  # same subject ids and protocol, other scans and splits
     prepare_synthetic_cache(reseeded, n_subjects=7, n_slices=6, n_folds=3, test_fraction=0.1, seed=1)
     with pytest.raises(UserInputError, match=f"--data {reseeded} differs from the run's"):
