@@ -368,8 +368,8 @@ def test_an_interrupted_folder_is_finished_with_skip_existing(tmp_path, monkeypa
 
 
 def test_progress_steps_through_each_scans_slices_and_leaves_the_output_alone(tmp_path, monkeypatch):
-    """One progress step per PROGRESS_SLICES slices of each scan, named `[i/n] file`; the output
-    is what one pass over the whole volume gives."""
+    """One progress step per PROGRESS_SLICES slices of each scan, named `[i/n] file (S slices, K a
+    step)`; the output is what one pass over the whole volume gives."""
     scans = tmp_path / "scans"
     for i, slices in enumerate((20, 3)):
         write_nifti(scans / f"scan{i}.nii.gz", blob_volume(i, (32, 32, slices)))
@@ -383,11 +383,13 @@ def test_progress_steps_through_each_scans_slices_and_leaves_the_output_alone(tm
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # one slice per thread: steps of 16
     predict(PredictRequest(input=scans, output=tmp_path / "sr", model=ModelChoice(checkpoint=checkpoint)),
             track=track)
-    assert apply.PROGRESS_SLICES == 16 and seen == [("[1/2] scan0.nii.gz", 2), ("[2/2] scan1.nii.gz", 1)]
+    assert apply.PROGRESS_SLICES == 16 and seen == [("[1/2] scan0.nii.gz (20 slices, 16 a step)", 2),
+                                                   ("[2/2] scan1.nii.gz (3 slices, 16 a step)", 1)]
     seen.clear()  # batches of 6 over 2 threads: steps of 24, whole multiples of the 12 run at once
     predict(PredictRequest(input=scans, output=tmp_path / "sr6", model=ModelChoice(checkpoint=checkpoint),
                            options=Options(batch_size=6)), track=track)
-    assert seen == [("[1/2] scan0.nii.gz", 1), ("[2/2] scan1.nii.gz", 1)]
+    assert seen == [("[1/2] scan0.nii.gz (20 slices, 24 a step)", 1),
+                    ("[2/2] scan1.nii.gz (3 slices, 24 a step)", 1)]
     monkeypatch.setattr(apply, "PROGRESS_SLICES", 1000)
     predict(PredictRequest(input=scans, output=tmp_path / "whole", model=ModelChoice(checkpoint=checkpoint)))
     for i in range(2):

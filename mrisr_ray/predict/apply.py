@@ -110,7 +110,9 @@ class Predictor:
             lr = degrade(x, self.keep)
         else:
             lr = x
-        steps = track(range(0, len(lr), self.step), description or scan.path.name)
+        # The plain console counts steps, not slices: the description says what a step is.
+        name = f"{description or scan.path.name} ({len(lr)} slices, {self.step} a step)"
+        steps = track(range(0, len(lr), self.step), name)
         sr = torch.cat([ensemble(self.runners, lr[s : s + self.step]) for s in steps]).clamp(0.0, 1.0)
         if self.options.dc:
             sr = data_consistency(sr, lr, self.keep).clamp(0.0, 1.0)
