@@ -10,7 +10,7 @@ import torch
 from helpers import TINY_RUN, other_protocol_cache, run_cli, wait_for
 from test_cli_prepare import assert_one_line_error
 
-from mrisr_ray.signals import stop_as_on_ctrl_c
+from mrisr_ray.signals import handler_while, stop_as_on_ctrl_c
 
 
 @pytest.mark.parametrize("args,fragments", [
@@ -87,10 +87,14 @@ def test_ctrl_c_says_how_to_resume_the_run(tiny_synthetic_cache, tmp_path, stop)
     from mrisr_ray.workdir import Workdir
 
     overrides = [arg for item in [*TINY_RUN, "train.epochs=50"] for arg in ("--set", item)]
-    run = subprocess.Popen([sys.executable, "-m", "mrisr_ray", "train", "--model", "circle", "--data",
-                            str(tiny_synthetic_cache), "--workdir", str(tmp_path), "--device", "cpu",
-                            *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           start_new_session=True)
+    # A terminal's foreground command starts with SIGINT at its default. Under a runner that ignores
+    # it (a script's background job) the command would inherit that and rightly ignore Ctrl-C; a
+    # handled signal is reset to its default across exec, an ignored one is not.
+    with handler_while(signal.SIGINT, signal.default_int_handler):
+        run = subprocess.Popen([sys.executable, "-m", "mrisr_ray", "train", "--model", "circle", "--data",
+                                str(tiny_synthetic_cache), "--workdir", str(tmp_path), "--device", "cpu",
+                                *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     wait_for(lambda: any((tmp_path / "ray").glob("*/checkpoint_*/state.pt")), "a checkpoint")
     if stop == "ctrl_c":
         os.killpg(run.pid, signal.SIGINT)
