@@ -65,6 +65,8 @@ class TrainConfig:
     deterministic: bool = False  # torch deterministic algorithms (slower)
     max_patches_per_epoch: int | None = None  # cap an epoch (smoke runs, demo); None = all
     val_max_slices: int | None = None  # cap validation slices per subject; None = all kept
+    validate_warmup: bool = True  # validate the L1 warm-up epochs too (learning curve only: the
+    # best epoch is never one of them); false saves their validation (the demo)
     sample_slices: int = 2  # validation slices in each epoch's sample grid
 
 

@@ -30,8 +30,8 @@ VGG = "VGG-19: torchvision weights with ImageNet mean/std (paper: Caffe BGR)"
 # How a run is executed or checked, not what it learns: never a deviation from the paper.
 ENGINEERING = frozenset({
     "train.seed", "train.amp", "train.amp_on_cpu", "train.channels_last", "train.compile",
-    "train.fused_adam", "train.deterministic", "train.val_max_slices", "train.sample_slices",
-    "loss.vgg_weights",
+    "train.fused_adam", "train.deterministic", "train.val_max_slices", "train.validate_warmup",
+    "train.sample_slices", "loss.vgg_weights",
 })
 
 

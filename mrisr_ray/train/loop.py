@@ -126,7 +126,8 @@ def train_epochs(steps: GanSteps, sampler: PatchSampler, cache: Cache, val_subje
     """Train from `start_epoch` (1-based) to `config.train.epochs`; `sink` gets every epoch.
 
     The first `warmup_epochs` epochs (`train.warmup_fraction`) train the generators with L1 only;
-    the best epoch is chosen among the adversarial epochs after them."""
+    the best epoch is chosen among the adversarial epochs after them, so their validation only
+    draws the learning curve (`train.validate_warmup: false` skips it)."""
     train = config.train
     warmup = warmup_epochs(train)
     for epoch in range(start_epoch, train.epochs + 1):
@@ -146,7 +147,7 @@ def train_epochs(steps: GanSteps, sampler: PatchSampler, cache: Cache, val_subje
         metrics.update(lr=lr, epoch_seconds=seconds,
                        patches_per_s=generator_steps * per_rank_batch * ctx.world_size / seconds)
         samples = None
-        if val_subjects:
+        if val_subjects and (epoch > warmup or train.validate_warmup):
             metrics.update(validate(steps, cache, val_subjects, config, ctx).metrics())
             if ctx.rank == 0 and train.sample_slices:
                 samples = sample_slices(steps, cache, val_subjects, config)

@@ -54,6 +54,29 @@ def test_interrupted_then_restored_equals_straight_through(tiny_synthetic_cache,
     assert resumed.best == straight.best and straight.best.epoch == 3  # warm-up epochs never win
 
 
+def test_unvalidated_warmup_epochs_train_the_same_generator(tiny_synthetic_cache, tmp_path):
+    """`train.validate_warmup: false` drops the warm-up epochs' validation and sample grid, and
+    nothing else: the adversarial epoch's scores and the trained generator are the same."""
+    cache = Cache.open(tiny_synthetic_cache)
+    fold = cache.splits.fold(0)
+    results = {}
+    for validate_warmup in (True, False):
+        config = load_config("cpce", overrides=[*TINY_RUN, "train.epochs=3", "train.warmup_fraction=0.5",
+                                                f"train.validate_warmup={str(validate_warmup).lower()}"])
+        epochs = []
+        result = train_session(config, cache, fold.train, fold.val, LoopContext(),
+                               tmp_path / str(validate_warmup), epochs.append)
+        results[validate_warmup] = result, epochs
+    (validated, all_epochs), (skipped, warmup_unvalidated) = results[True], results[False]
+    assert [("val_psnr" in e.metrics, e.samples is not None) for e in all_epochs] == [(True, True)] * 3
+    assert [("val_psnr" in e.metrics, e.samples is not None) for e in warmup_unvalidated] == \
+        [(False, False), (False, False), (True, True)]
+    assert warmup_unvalidated[2].metrics["val_psnr"] == all_epochs[2].metrics["val_psnr"]
+    assert skipped.best == validated.best and skipped.best.epoch == 3
+    a, b = validated.steps.sr_generator.state_dict(), skipped.steps.sr_generator.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 class Payload:
     def __reduce__(self):
         import pathlib
