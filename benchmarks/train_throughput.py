@@ -106,12 +106,7 @@ class ProductLoop:
     def __init__(self, config: Config, device: torch.device):
         from mrisr_ray.train.loop import add
 
-        channels_last = config.train.channels_last and device.type == "cuda"
-
-        def wrap(module: torch.nn.Module) -> torch.nn.Module:
-            return module.to(memory_format=torch.channels_last) if channels_last else module
-
-        self.steps: GanSteps = build_steps(config, device, wrap)
+        self.steps: GanSteps = build_steps(config, device)  # NHWC with train.channels_last
         if config.train.compile:
             self.steps.compile()
         self.n_critic, self.add = config.train.n_critic, add
@@ -130,9 +125,7 @@ class PlainLoop:
     def __init__(self, config: Config, device: torch.device):
         steps = build_steps(config, device)  # only for freshly initialised networks of the config
         t = config.train
-        self.channels_last = t.channels_last and device.type == "cuda"
-        self.nets = {k: net.to(memory_format=torch.channels_last) if self.channels_last else net
-                     for k, net in {**steps.generators, **steps.critics}.items()}
+        self.nets = {**steps.generators, **steps.critics}  # NHWC with train.channels_last, as built
         self.vgg = getattr(steps, "perceptual", None)
         self.scorers = {k: self.nets[k] for k in steps.critics}  # critics in the generator step
         if t.compile:

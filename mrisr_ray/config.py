@@ -59,7 +59,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # bf16 autocast on CUDA (CPU runs fp32 unless amp_on_cpu)
     amp_on_cpu: bool = False
-    channels_last: bool = True  # on CUDA
+    channels_last: bool = True  # NHWC networks, on every device
     compile: bool = False  # torch.compile generator(s), VGG, critics' forward in the generator step
     fused_adam: bool = True  # one fused kernel per optimizer step on CUDA (the same Adam math)
     deterministic: bool = False  # torch deterministic algorithms (slower)

@@ -103,11 +103,8 @@ def train_worker(loop_config: dict) -> dict:
     ctx = LoopContext(rank=context.get_world_rank(), world_size=context.get_world_size(),
                       device=ray.train.torch.get_device())
     torch.set_num_threads(spec.threads)
-    on_gpu = ctx.device.type == "cuda"
 
     def wrap(module: torch.nn.Module) -> torch.nn.Module:
-        if on_gpu and config.train.channels_last:
-            module = module.to(memory_format=torch.channels_last)
         return ray.train.torch.prepare_model(
             module, parallel_strategy_kwargs={"forward_sync_buffers": False})
 

@@ -105,3 +105,26 @@ def test_lambda_adv_scales_the_adversarial_term(model):
     half = tiny_steps(model, "loss.lambda_adv=0.5").generator_step(lq, gt)
     torch.testing.assert_close(full["g_adv"], half["g_adv"])
     torch.testing.assert_close(full["g_loss"] - half["g_loss"], 0.5 * full["g_adv"])
+
+
+@pytest.mark.parametrize("model", ["cpce", "circle"])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_train_channels_last_builds_every_network_nhwc_on_cpu(model, channels_last):
+    """Generators, critics and CPCE's VGG-19; and the same losses either way (a layout, not math)."""
+    extra = ["loss.perceptual=random_vgg", "loss.lambda_p=0.1"] if model == "cpce" else []
+    steps = tiny_steps(model, *extra, f"train.channels_last={str(channels_last).lower()}")
+    nets = [*steps.generators.values(), *steps.critics.values(), getattr(steps, "perceptual", None)]
+    convs = [m.weight for net in nets if net is not None for m in net.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) > 3 + (16 if model == "cpce" else 0)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert all(w.is_contiguous(memory_format=layout) for w in convs)  # 3×3 kernels tell them apart
+    lr, hr = batch()
+    other = tiny_steps(model, *extra, f"train.channels_last={str(not channels_last).lower()}")
+    for step in ("critic_step", "generator_step"):
+        torch.manual_seed(2)  # the gradient penalty's interpolation draws
+        a = getattr(steps, step)(lr, hr)
+        torch.manual_seed(2)
+        b = getattr(other, step)(lr, hr)
+        assert a.keys() == b.keys()
+        assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a), (a, b)
