@@ -108,7 +108,8 @@ def run(model: str, variant: str, cache: Cache, epochs: int, budget_s: float, ex
     overrides = [*VARIANTS[variant], *extra]
     config = load_config(model, defaults_dir("configs") / f"demo_{model}.yaml",
                          ["loss.perceptual=random_vgg", f"train.epochs={epochs}", "train.sample_slices=0",
-                          "train.val_max_slices=4", *overrides])
+                          "train.val_max_slices=4", "train.validate_warmup=true",  # every epoch's point
+                          *overrides])
     fold = cache.splits.fold(0)
     seconds = seconds_per_patch(config, cache, fold.val, ctx)
     config.train.max_patches_per_epoch = None

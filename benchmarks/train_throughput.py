@@ -326,7 +326,7 @@ def measure(model: str, variant: Variant, device: torch.device, warmup: int, ste
             profile_kernels: bool, overrides: tuple[str, ...] = ()) -> dict:
     config = paper_config(model, variant, overrides)
     batches = device_batches(config, device)
-    channels_last = variant.channels_last and device.type == "cuda"
+    channels_last = variant.channels_last
     row: dict = {"model": model, **asdict(variant), "variant": variant.name,
                  "batch_size": config.train.batch_size, "n_critic": config.train.n_critic}
     loops = {"product": ProductLoop}

@@ -39,7 +39,9 @@ DEFAULT_AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join `address`, or start a local Ray runtime, unless one is already connected."""
-    settings = QUIET_RAY if address else {**QUIET_RAY, **LOCAL_RAY}
+    # Without an address, ray.init joins the cluster RAY_ADDRESS names, else starts a local one.
+    local = not address and not os.environ.get("RAY_ADDRESS")
+    settings = {**QUIET_RAY, **LOCAL_RAY} if local else QUIET_RAY
     for key, value in settings.items():
         os.environ.setdefault(key, value)
     import ray

@@ -37,6 +37,7 @@ PSF_SIGMA = 0.55  # in-plane Gaussian PSF (pixels): without it hard labels are s
 TEXTURE = 0.08  # multiplicative tissue texture amplitude
 NOISE_SIGMA = 0.02  # Rician noise, relative to the CSF intensity
 BIAS = 0.10  # bias-field amplitude
+SYNTHESIS_THREADS = 4
 
 
 @functools.lru_cache(maxsize=1)
@@ -113,8 +114,9 @@ def synthesize_subject(index: int, seed: int, n_slices: int) -> tuple[np.ndarray
 def write_cohort(folder: Path, n_subjects: int, seed: int = 0, n_slices: int = 60,
                  track: Track = no_progress) -> list[Path]:
     """Write `n_subjects` synthetic scans `synthNNN.nii.gz` as int16 NIfTI; same seed, same bytes.
-    Subjects are made on as many threads as there are cores (NumPy, SciPy's interpolation and
-    zlib release the GIL for much of the work; each subject has its own random generator)."""
+    Subjects are made on one thread per core, at most SYNTHESIS_THREADS (NumPy, SciPy's
+    interpolation and zlib release the GIL for much of the work; each subject has its own random
+    generator; a thread holds ~0.4 GB at 60 slices)."""
     folder.mkdir(parents=True, exist_ok=True)
     tissue_template()  # loaded once, before the threads share it
 
@@ -129,10 +131,15 @@ def write_cohort(folder: Path, n_subjects: int, seed: int = 0, n_slices: int = 6
             gz.write(nifti.to_bytes())
         return path
 
-    with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, n_subjects))) as pool:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with ThreadPoolExecutor(max(1, min(cores, SYNTHESIS_THREADS, n_subjects))) as pool:
         futures = [pool.submit(write, index) for index in range(n_subjects)]
-        # A subject counts as done once its file is written, in order, as in a plain loop.
-        return [future.result() for future in track(futures, "Generating synthetic subjects")]
+        try:
+            # A subject counts as done once its file is written, in order, as in a plain loop.
+            return [future.result() for future in track(futures, "Generating synthetic subjects")]
+        except BaseException:  # Ctrl-C or a failed subject: the queued subjects are not started
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def prepare_synthetic_cache(out: str | Path, n_subjects: int = 20, seed: int = 0,
