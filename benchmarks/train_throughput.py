@@ -326,7 +326,6 @@ def measure(model: str, variant: Variant, device: torch.device, warmup: int, ste
             profile_kernels: bool, overrides: tuple[str, ...] = ()) -> dict:
     config = paper_config(model, variant, overrides)
     batches = device_batches(config, device)
-    channels_last = variant.channels_last
     row: dict = {"model": model, **asdict(variant), "variant": variant.name,
                  "batch_size": config.train.batch_size, "n_critic": config.train.n_critic}
     loops = {"product": ProductLoop}
@@ -338,7 +337,7 @@ def measure(model: str, variant: Variant, device: torch.device, warmup: int, ste
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         loop = make(config, device)
-        stream = cycle_batches(batches, channels_last)
+        stream = cycle_batches(batches, variant.channels_last)
         warm, per_iteration = timed(loop, stream, device, warmup, steps)
         row[f"{name}_patches_per_s"] = round(config.train.batch_size / per_iteration, 1)
         row[f"{name}_warmup_extra_s"] = round(warm - warmup * per_iteration, 2)  # compilation, autotuning

@@ -139,21 +139,22 @@ def train_epochs(steps: GanSteps, sampler: PatchSampler, cache: Cache, val_subje
         lr = learning_rate(epoch, train)
         steps.set_lr(lr)
         steps.train(True)
+        in_warmup = epoch <= warmup
         started = time.perf_counter()
-        totals, generator_steps = train_epoch(steps, sampler, epoch, epoch <= warmup, config, ctx)
+        totals, generator_steps = train_epoch(steps, sampler, epoch, in_warmup, config, ctx)
         metrics = mean_across_ranks({k: float(v) for k, v in totals.items()}, generator_steps, ctx)
         seconds = time.perf_counter() - started
         per_rank_batch = train.batch_size // ctx.world_size
         metrics.update(lr=lr, epoch_seconds=seconds,
                        patches_per_s=generator_steps * per_rank_batch * ctx.world_size / seconds)
         samples = None
-        if val_subjects and (epoch > warmup or train.validate_warmup):
+        if val_subjects and (not in_warmup or train.validate_warmup):
             metrics.update(validate(steps, cache, val_subjects, config, ctx).metrics())
             if ctx.rank == 0 and train.sample_slices:
                 samples = sample_slices(steps, cache, val_subjects, config)
         if not all(np.isfinite(list(metrics.values()))):
             raise FloatingPointError(f"epoch {epoch}: non-finite losses {metrics}")
-        result = EpochResult(epoch=epoch, metrics=metrics, best=best, samples=samples, warmup=epoch <= warmup)
+        result = EpochResult(epoch=epoch, metrics=metrics, best=best, samples=samples, warmup=in_warmup)
         if not result.warmup and result.score > best.score:
             result.best = best = Best(score=result.score, epoch=epoch,
                                       psnr=metrics.get("val_psnr", float("nan")),
