@@ -94,8 +94,8 @@ def test_demo_prints_the_table_timing_and_where_things_are(demo):
 
 
 # The demo's tuned models must beat the LR input on the test subjects (mean over subjects) by at
-# least min(+0.3 dB / +0.005 SSIM, half of what the demo measured: CPCE +0.28 dB / +0.022, CIRCLE
-# +0.08 dB / +0.023; docs/models.md). The demo's epochs are fixed, so this does not depend on the
+# least min(+0.3 dB / +0.005 SSIM, half of what the demo measured: CPCE +0.28 dB / +0.021, CIRCLE
+# +0.08 dB / +0.021; docs/models.md). The demo's epochs are fixed, so this does not depend on the
 # machine's speed.
 DEMO_MARGINS = {"GAN-CPCE": (0.14, 0.005), "GAN-CIRCLE": (0.04, 0.005)}
 
