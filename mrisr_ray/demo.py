@@ -80,7 +80,9 @@ def demo_cache(request: DemoRequest, track: Track) -> Path:
 
 def vgg_weights(request: DemoRequest) -> str | None:
     """The ImageNet VGG-19 file when one is on this machine (resolved once, here), else None: the
-    demo then runs the recorded random_vgg opt-out."""
+    demo then trains without the perceptual term, the recorded `none` opt-out. Random VGG-19
+    features (`random_vgg`) would cost 40% of a CPCE fold for a gradient 1e-5 of the L1 term's
+    (docs/models.md)."""
     try:
         return str(resolve_vgg_weights(request.vgg_weights).resolve())
     except UserInputError:
@@ -151,10 +153,10 @@ def demo_steps(request: DemoRequest, stamp: str, say: Callable[[str], None], tra
     cache = demo_cache(request, track)
     seconds["prepare"] = time.perf_counter() - start
     weights = vgg_weights(request)
-    perceptual = "vgg" if weights else "random_vgg"
+    perceptual = "vgg" if weights else "none"
     if weights is None:
-        say("      no VGG-19 ImageNet weights found: models with a perceptual loss use "
-            "loss.perceptual=random_vgg (recorded in MLflow and the report); see `mrisr-ray train "
+        say("      no VGG-19 ImageNet weights found: models with a perceptual loss train without it "
+            "(loss.perceptual=none, recorded in MLflow and the report); see `mrisr-ray train "
             "--help` for --vgg-weights")
     studies = {}
     for step, (model, spec) in enumerate(MODELS.items(), start=2):

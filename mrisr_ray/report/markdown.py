@@ -76,8 +76,9 @@ def configuration_section(source: ModelSource) -> list[str]:
     if perceptual not in (None, "vgg"):
         lines.append(f"- **Perceptual loss opt-out: `{perceptual}`** (no ImageNet VGG-19 weights).")
     c, values = source.config, flatten(source.config)
+    # λp weighs nothing without the perceptual term: not listed as if it did.
     weights = [k for k in (*model_spec(c.model).loss_keys, "loss.lambda_adv", "loss.lambda_l1")
-               if isinstance(values[k], float)]
+               if isinstance(values[k], float) and not (k == "loss.lambda_p" and perceptual == "none")]
     loss = ", ".join(f"{k.removeprefix('loss.')} {values[k]:.3g}" for k in weights)
     lines.append(f"- Configuration ({losses_described(c)}): {loss}; L1 warm-up {warmup_epochs(c.train)} "
                  "epochs;")

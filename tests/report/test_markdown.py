@@ -1,8 +1,11 @@
-"""A method below its input is flagged, and +DC verdicts never call a drop "helps"."""
+"""A method below its input is flagged, +DC verdicts never call a drop "helps", and a model's
+configuration lists only the loss weights that act."""
 
+from mrisr_ray.config import load_config
 from mrisr_ray.metrics import SubjectScore
 from mrisr_ray.report.evaluate import LR_ROW, Evaluation, worse_than_input
-from mrisr_ray.report.markdown import dc_verdict, results_table
+from mrisr_ray.report.markdown import configuration_section, dc_verdict, results_table
+from mrisr_ray.report.sources import ModelSource
 
 
 def scores(psnr: list[float], ssim: list[float]) -> list[SubjectScore]:
@@ -30,3 +33,14 @@ def test_dc_verdict_states_both_changes_and_says_helps_only_when_both_rise():
     assert verdict(37.5, 0.94) == "- GAN-CPCE: +DC helps: PSNR +0.50 dB, SSIM +0.0100 (mean over subjects)."
     assert "+DC is mixed: PSNR +0.50 dB, SSIM -0.0100" in verdict(37.5, 0.92)
     assert "+DC hurts" in verdict(36.5, 0.92)
+
+
+def test_the_configuration_lists_lambda_p_only_with_a_perceptual_term():
+    def configuration(perceptual: str) -> str:
+        config = load_config("cpce", overrides=[f"loss.perceptual={perceptual}"])
+        return "\n".join(configuration_section(ModelSource("cpce", config, [], "a fold ensemble")))
+
+    assert "lambda_p 0.1, lambda_adv 1, lambda_l1 0;" in configuration("random_vgg")
+    without = configuration("none")
+    assert "lambda_adv 1, lambda_l1 0;" in without and "lambda_p" not in without
+    assert "- **Perceptual loss opt-out: `none`**" in without
