@@ -51,7 +51,6 @@ class DemoRequest:
 class DemoResult:
     report: ReportResult
     seconds: dict[str, float]
-    perceptual: str
 
     def lines(self, workdir: Workdir) -> list[str]:
         """What the console shows at the end: the report's results, the time of each step, and
@@ -81,7 +80,7 @@ def demo_cache(request: DemoRequest, track: Track) -> Path:
 def vgg_weights(request: DemoRequest) -> str | None:
     """The ImageNet VGG-19 file when one is on this machine (resolved once, here), else None: the
     demo then trains without the perceptual term, the recorded `none` opt-out. Random VGG-19
-    features (`random_vgg`) would cost 40% of a CPCE fold for a gradient 1e-5 of the L1 term's
+    features (`random_vgg`) would cost 40% of a CPCE fold for a gradient 3.5e-5 of the L1 term's
     (docs/models.md)."""
     try:
         return str(resolve_vgg_weights(request.vgg_weights).resolve())
@@ -183,4 +182,4 @@ def demo_steps(request: DemoRequest, stamp: str, say: Callable[[str], None], tra
                                        choices=studies), track=track, watch=watch)
     seconds["report"] = time.perf_counter() - began
     seconds["total"] = time.perf_counter() - start
-    return DemoResult(report=report, seconds=seconds, perceptual=perceptual)
+    return DemoResult(report=report, seconds=seconds)

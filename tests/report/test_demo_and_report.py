@@ -88,6 +88,8 @@ def test_demo_prints_the_table_timing_and_where_things_are(demo):
     # Without ImageNet VGG-19 weights the demo trains CPCE without its (then inert) perceptual term.
     no_weights = "no VGG-19 ImageNet weights found" in stdout
     assert ("- **Perceptual loss opt-out: `none`**" in report) == no_weights
+    cpce_configuration = next(line for line in report.splitlines() if line.startswith("- Configuration ("))
+    assert ("lambda_p" in cpce_configuration) != no_weights
     assert "Deviations from the paper" in report
     assert "train.epochs 4 (configs/cpce.yaml: 100)" in report  # the demo config, as a deviation
     assert "central 25% of 2-D k-space (50% of each axis)" in report  # the cache's keep 0.5
