@@ -4,20 +4,20 @@ Each seed runs both methods for `--trials` trials × up to `--folds` folds of GA
 demo's networks, cohort and 32×32 patches (configs/demo_cpce.yaml), searched from the paper's
 losses over a space that holds the demo's recipe (search_spaces/hpo_benchmark_cpce.yaml). As the
 demo without ImageNet weights, it trains without the perceptual term (`loss.perceptual=none`) and
-does not search λp: random VGG features would give it a gradient 3.5e-5 of the L1 term's
-(docs/models.md), an inert dimension that cost 40% of each fold. Each
-fold trains 1.5× the demo's patches per epoch (384): at the demo's own 256 every configuration
+does not search λp: with random VGG features that term's gradient is 3.5e-5 of the L1 term's
+(docs/models.md), so λp was an inert dimension, and the term took 40% of a one-thread demo fold.
+Each fold trains 1.5× the demo's patches per epoch (384): at the demo's own 256 every configuration
 gained +0.25 to +0.31 dB over its input and the ranking was noise; at 384 the paper's losses fall
-about 1.5 dB below the input and the best configurations gain about +0.5 dB. A trial's score is
-its gain over the LR input: per fold, the best epoch's validation PSNR minus the zero-filled
-input's on the same slices, averaged over folds. Both searches start from the same trial 0; TPE is
-seeded with the seed and models after the space's `tpe.startup_trials` (3, as the product's
-spaces), the random search is seeded with seed + 1000 (RANDOM_SEED_OFFSET). Measured: how many
-fold trainings TPE + ASHA needed before its best complete trial reached the random search's final
-best gain, as a share of the random search's fold trainings (target: at most 40% at the median
-over seeds). Results accumulate across runs, one row per seed, in
-reports/benchmarks/hpo_efficiency.json; a run with other settings starts its own rows and keeps the
-earlier settings' under `earlier`. Run by hand (23–25 minutes per seed on one 2-core machine):
+about 1.5 dB below the input and the best configurations gain about +0.5 dB. A trial's score is its
+gain over the LR input: per fold, the best epoch's validation PSNR minus the zero-filled input's on
+the same slices, averaged over folds. Both searches start from the same trial 0; TPE is seeded with
+the seed and models after the space's `tpe.startup_trials` (3, as the product's spaces), the random
+search is seeded with seed + 1000 (RANDOM_SEED_OFFSET). Measured: how many fold trainings TPE +
+ASHA needed before its best complete trial reached the random search's final best gain, as a share
+of the random search's fold trainings (target: at most 40% at the median over seeds). Results
+accumulate across runs, one row per seed, in reports/benchmarks/hpo_efficiency.json; a run with
+other settings starts its own rows and keeps the earlier settings' under `earlier`.
+Run by hand (23–25 minutes per seed on a fast 2-core machine, about 70 on a slow one):
 
     python benchmarks/hpo_efficiency.py --seeds 0 1 2 [--trials 14] [--folds 2]
 """
