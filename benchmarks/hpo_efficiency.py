@@ -17,7 +17,7 @@ ASHA needed before its best complete trial reached the random search's final bes
 of the random search's fold trainings (target: at most 40% at the median over seeds). Results
 accumulate across runs, one row per seed, in reports/benchmarks/hpo_efficiency.json; a run with
 other settings starts its own rows and keeps the earlier settings' under `earlier`.
-Run by hand (23–25 minutes per seed on a fast 2-core machine, about 70 on a slow one):
+Run by hand (23–25 minutes per seed on a fast 2-core machine):
 
     python benchmarks/hpo_efficiency.py --seeds 0 1 2 [--trials 14] [--folds 2]
 """
