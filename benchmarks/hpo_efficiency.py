@@ -10,13 +10,19 @@ Each fold trains 1.5× the demo's patches per epoch (384): at the demo's own 256
 gained +0.25 to +0.31 dB over its input and the ranking was noise; at 384 the paper's losses fall
 about 1.5 dB below the input and the best configurations gain about +0.5 dB. A trial's score is its
 gain over the LR input: per fold, the best epoch's validation PSNR minus the zero-filled input's on
-the same slices, averaged over folds. Both searches start from the same trial 0; TPE is seeded with
-the seed and models after the space's `tpe.startup_trials` (3, as the product's spaces), the random
-search is seeded with seed + 1000 (RANDOM_SEED_OFFSET). Measured: how many fold trainings TPE +
-ASHA needed before its best complete trial reached the random search's final best gain, as a share
-of the random search's fold trainings (target: at most 40% at the median over seeds). Results
-accumulate across runs, one row per seed, in reports/benchmarks/hpo_efficiency.json; a run with
-other settings starts its own rows and keeps the earlier settings' under `earlier`.
+the same slices, averaged over folds. Each trial trains 3 folds (10 trials per method, so that a
+seed's two searches fit in 30 minutes on 2 cores): the product's caches have 5 (`prepare --folds`),
+and with 2 a trial that ASHA stops after its first fold saves one fold training and its score
+averages two trainings; with 3 it saves up to two, and the score's training-seed noise would shrink
+to about √(2/3) of it if the folds' noise were independent (every fold trains with `train.seed` 0;
+measures with 14 trials × 2 folds are under `earlier`). Both searches start from the
+same trial 0; TPE is seeded with the seed and models after the space's `tpe.startup_trials` (3, as
+the product's spaces), the random search is seeded with seed + 1000 (RANDOM_SEED_OFFSET).
+Measured: how many fold trainings TPE + ASHA needed before its best complete trial reached the
+random search's final best gain, as a share of the random search's fold trainings (target: at most
+40% at the median over seeds). Results accumulate across runs, one row per seed, in
+reports/benchmarks/hpo_efficiency.json; a run with other settings starts its own rows and keeps the
+earlier settings' under `earlier`.
 
 A search's best score is one training of its configuration, picked as the maximum of noisy scores,
 so it can misstate how good that configuration is. After both searches, each one's best
@@ -26,10 +32,10 @@ scored the same way on the same validation slices: the rows then tell how much o
 was the luck of its training seed. This re-scoring is not part of the measure above; its time is
 reported apart (`rescore_minutes`).
 
-Run by hand (22.5–26.3 minutes of search per seed on a fast 2-core machine, then 2.6–2.7 of
+Run by hand (18–21 minutes of search per seed on a fast 2-core machine, then 2.8–3.5 of
 re-scoring):
 
-    python benchmarks/hpo_efficiency.py --seeds 0 1 2 [--trials 14] [--folds 2]
+    python benchmarks/hpo_efficiency.py --seeds 0 1 2 [--trials 10] [--folds 3]
 """
 
 from __future__ import annotations
@@ -255,7 +261,7 @@ def earlier_rows(args) -> list[dict]:
 
 
 def at_target_budget(row: dict) -> dict:
-    """Each method's best gain after the target's share of random's fold trainings (11 of 28 by default):
+    """Each method's best gain after the target's share of random's fold trainings (12 of 30 by default):
     who is ahead at the budget the target names, beside when random's final best is reached."""
     budget = math.floor(TARGET_SHARE * row["random_fold_trainings"])
     tpe = row["tpe_asha_history_db"]  # shorter than the budget only if ASHA stopped nearly everything
@@ -297,8 +303,8 @@ def summarize(rows: list[dict], args) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--trials", type=int, default=14)
-    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--folds", type=int, default=3)
     args = parser.parse_args()
     ensure_ray()
     rows = {r["seed"]: r for r in earlier_rows(args)}
