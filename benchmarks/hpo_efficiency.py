@@ -15,9 +15,9 @@ seed's two searches fit in 30 minutes on 2 cores): `prepare` makes 5 by default,
 that ASHA stops after its first fold saves one fold training and its score averages two trainings;
 with 3 it saves up to two, and the score's training-seed noise would shrink to about √(2/3) of it if
 the folds' noise were independent (every fold trains with `train.seed` 0; measures with 14 trials ×
-2 folds are under `earlier`). Both searches start from the
-same trial 0; TPE is seeded with the seed and models after the space's `tpe.startup_trials` (3, as
-the product's spaces), the random search is seeded with seed + 1000 (RANDOM_SEED_OFFSET).
+2 folds are under `earlier`). Both searches start from the same trial 0; TPE is seeded with the seed
+and models after the space's `tpe.startup_trials` (3, as the product's spaces), the random search is
+seeded with seed + 1000 (RANDOM_SEED_OFFSET).
 Measured: how many fold trainings TPE + ASHA needed before its best complete trial reached the
 random search's final best gain, as a share of the random search's fold trainings (target: at most
 40% at the median over seeds). Results accumulate across runs, one row per seed, in
