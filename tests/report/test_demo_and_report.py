@@ -306,7 +306,9 @@ def test_demo_console_is_the_products_own(demo):
     assert {f.data.tags[runs.MODEL] for f in folds} == {"cpce", "circle"} and len(folds) >= 6
     for fold in folds:
         psnr, ssim = runs.best_scores(fold)
-        line = f"{fold.info.run_name} best epoch: {psnr:.2f} dB / {ssim:.4f} (LR "
+        lr_psnr, lr_ssim = (fold.data.metrics[key] for key in (runs.INPUT_PSNR, runs.INPUT_SSIM))
+        line = (f"{fold.info.run_name} best epoch: {psnr:.2f} dB / {ssim:.4f} (LR {lr_psnr:.2f} / "
+                f"{lr_ssim:.4f}, {psnr - lr_psnr:+.2f} dB / {ssim - lr_ssim:+.4f})")
         assert line in stdout, line
     (log,) = (workdir / "logs").glob("demo-*.log")
     assert "TrainingReport(" in log.read_text()
@@ -354,7 +356,7 @@ def test_the_mlflow_ui_shows_the_demos_runs(demo, tmp_path):
     by_kind: dict[str, list[dict]] = {}
     for run in found:
         by_kind.setdefault(as_dict(run, "tags")["kind"], []).append(run)
-    assert len(by_kind["study"]) == 2 and len(by_kind["trial"]) == 4 and len(by_kind["fold"]) >= 4
+    assert len(by_kind["study"]) == 2 and len(by_kind["trial"]) == 4 and len(by_kind["fold"]) >= 6
     for run in by_kind["study"] + by_kind["trial"] + by_kind["fold"]:
         metrics, params, tags = as_dict(run, "metrics"), as_dict(run, "params"), as_dict(run, "tags")
         model, name = tags["model"], run["info"]["run_name"]
