@@ -2,9 +2,22 @@
 same worker loop called directly without Ray, in one run, at two scales: the demo's tiny fold
 and a fold of at least 60 s of compute (target there: Ray at most 1.3× the plain loop).
 
-    python benchmarks/ray_overhead.py
+Then what a study trial pays for its folds (`trial` in the JSON): the folds of trial 0 of
+benchmarks/hpo_efficiency.py (GAN-CPCE, configs/demo_cpce.yaml with its BASE overrides, on its
+cohort) run three ways, each twice, alternating:
+- `plain`: the training session called directly, fold after fold (no Ray);
+- `fits`: one `TorchTrainer` fit per fold, as `tuning/trial.py` runs them (`train/run.py`);
+- `one_fit`: one fit whose single worker trains the folds one after another, each with its own
+  session and checkpoint folder, reporting every epoch with its checkpoint (`worker.RaySink`) to
+  the product's MLflow logger: the Ray Train cost of a trial paid once instead of per fold
+  (without the per-fold MLflow runs and best generators that `fits` also logs).
+Each records its wall time and the machine's busy CPU-seconds (user + system over all
+processes, from /proc/stat: Ray's controller, helper actors and workers are processes of
+their own); `per_extra_fold_saving_cpu_s` is what `one_fit` saves per fold after the first.
 
-Both sides train with one torch thread (a Ray worker with 1 CPU sets that, `train/worker.py`).
+    python benchmarks/ray_overhead.py [--scales demo fold60] [--trial-folds 3]
+
+All train with one torch thread (a Ray worker with 1 CPU sets that, `train/worker.py`).
 The JSON records the machine's CPUs (`machine.cpu_count`) and those threads
 (`torch_threads_per_worker`) apart.
 """
@@ -12,21 +25,27 @@ The JSON records the machine's CPUs (`machine.cpu_count`) and those threads
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 from common import host, write_result
+from hpo_efficiency import BASE, COHORT
 
+from mrisr_ray import tracking
 from mrisr_ray.config import load_config
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.data.synthetic import prepare_synthetic_cache
+from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.ray_runtime import ensure_ray
+from mrisr_ray.resources import Resources
 from mrisr_ray.tracking import Tracking
 from mrisr_ray.train.loop import LoopContext
 from mrisr_ray.train.run import TrainRequest, train
 from mrisr_ray.train.session import train_session
+from mrisr_ray.train.worker import RaySink, WorkerSpec
 from mrisr_ray.workdir import Workdir
 
 TINY = ["data.patch_size=32", "circle.first_width=16", "circle.min_width=8", "circle.blocks=4",
@@ -60,9 +79,97 @@ def through_ray(config, cache: Cache, root: Path) -> float:
     return time.perf_counter() - started
 
 
+def busy_cpu_seconds() -> float:
+    """CPU-seconds the whole machine has spent busy (user, nice, system) since boot."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()  # "cpu user nice system idle ..." in clock ticks
+    return sum(int(v) for v in fields[1:4]) / os.sysconf("SC_CLK_TCK")
+
+
+def folds_in_one_worker(loop_config: dict) -> None:
+    """A Ray Train worker that trains every spec's fold in turn, as `train_worker` trains one."""
+    torch.set_num_threads(WORKER_THREADS)
+    for spec in loop_config["specs"]:
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = Path(scratch) / "checkpoint"
+            train_session(spec.config, Cache.open(spec.cache), spec.train_subjects, spec.val_subjects,
+                          LoopContext(), folder, RaySink(spec, 0, folder))
+
+
+def trial_plain(config, cache: Cache, folds: int, root: Path) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(WORKER_THREADS)
+    try:
+        for k in range(folds):
+            fold = cache.splits.fold(k)
+            train_session(config, cache, fold.train, fold.val, LoopContext(), root / f"fold{k}",
+                          lambda result: None)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def trial_fits(config, cache: Cache, folds: int, root: Path) -> None:
+    workdir = Workdir(root)
+    for k in range(folds):
+        train(TrainRequest(config=config, cache=cache.path, workdir=workdir,
+                           tracking=Tracking.for_workdir(workdir), fold=k, device="cpu",
+                           resources=Resources(cpus_per_worker=0.9)))  # as a study's fold
+
+
+def trial_one_fit(config, cache: Cache, folds: int, root: Path) -> None:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from mrisr_ray.train.logger import WORKER_RUNTIME_ENV, MlflowLogger
+
+    t = Tracking.for_workdir(Workdir(root))
+    run_id = tracking.start_run(t, tracking.DEFAULT_EXPERIMENT, "one fit", {})
+    specs = [WorkerSpec(config=config, cache=str(cache.path), train_subjects=cache.splits.fold(k).train,
+                        val_subjects=cache.splits.fold(k).val) for k in range(folds)]
+    TorchTrainer(  # the RunConfig of train/run.py
+        folds_in_one_worker, train_loop_config={"specs": specs},
+        scaling_config=ray.train.ScalingConfig(num_workers=1,
+                                               resources_per_worker=Resources(cpus_per_worker=0.9).per_worker()),
+        run_config=ray.train.RunConfig(
+            name="one-fit", storage_path=str(root / "ray"),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute="score", checkpoint_score_order="max"),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            callbacks=[MlflowLogger(t, run_id)], worker_runtime_env=WORKER_RUNTIME_ENV),
+    ).fit()
+
+
+TRIAL_WAYS = {"plain": trial_plain, "fits": trial_fits, "one_fit": trial_one_fit}
+
+
+def trial_row(folds: int, root: Path) -> dict:
+    """Each way twice, alternating; the run with fewer busy CPU-seconds counts (both are kept)."""
+    cache_path = root / "cache"
+    prepare_synthetic_cache(cache_path, n_folds=folds, **COHORT)  # as hpo_efficiency.py
+    cache = Cache.open(cache_path)
+    config = load_config("cpce", defaults_dir("configs") / "demo_cpce.yaml", BASE)  # its trial 0
+    runs: dict[str, list[dict]] = {way: [] for way in TRIAL_WAYS}
+    for repeat in range(2):
+        for way, run in TRIAL_WAYS.items():
+            started, busy = time.perf_counter(), busy_cpu_seconds()
+            run(config, cache, folds, root / f"{way}-{repeat}")
+            runs[way].append({"wall_s": round(time.perf_counter() - started, 1),
+                              "busy_cpu_s": round(busy_cpu_seconds() - busy, 1)})
+            print(way, runs[way][-1], flush=True)
+    best = {way: min(r, key=lambda x: x["busy_cpu_s"]) for way, r in runs.items()}
+    return {"scale": "trial", "folds": folds, "config": "configs/demo_cpce.yaml", "overrides": BASE,
+            "runs": runs, **{f"{way}_busy_cpu_s": b["busy_cpu_s"] for way, b in best.items()},
+            **{f"{way}_wall_s": b["wall_s"] for way, b in best.items()},
+            "fits_over_one_fit_cpu": round(best["fits"]["busy_cpu_s"] / best["one_fit"]["busy_cpu_s"], 3),
+            "per_extra_fold_saving_cpu_s": round(
+                (best["fits"]["busy_cpu_s"] - best["one_fit"]["busy_cpu_s"]) / (folds - 1), 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", nargs="+", default=list(SCALES))
+    parser.add_argument("--trial-folds", type=int, default=3,
+                        help="folds of the `trial` row (under 2: no row)")
     args = parser.parse_args()
     ensure_ray()  # a running cluster, as in `tune`: start-up is not part of a fold
     rows = []
@@ -76,6 +183,9 @@ def main() -> None:
             ray_seconds = through_ray(config, cache, Path(tmp) / scale)
             rows.append({"scale": scale, "plain_s": round(plain, 2), "ray_s": round(ray_seconds, 2),
                          "ratio": round(ray_seconds / plain, 3)})
+            print(rows[-1], flush=True)
+        if args.trial_folds > 1:
+            rows.append(trial_row(args.trial_folds, Path(tmp) / "trial"))
             print(rows[-1], flush=True)
     path = write_result("ray_overhead", {"torch_threads_per_worker": WORKER_THREADS, "rows": rows,
                                          "target_ratio_fold60": 1.3}, machine_info=host())
