@@ -11,9 +11,11 @@ cohort) run three ways, each twice, alternating:
   session and checkpoint folder, reporting every epoch with its checkpoint (`worker.RaySink`) to
   the product's MLflow logger: the Ray Train cost of a trial paid once instead of per fold
   (without the per-fold MLflow runs and best generators that `fits` also logs).
-Each records its wall time and the machine's busy CPU-seconds (user + system over all
-processes, from /proc/stat: Ray's controller, helper actors and workers are processes of
-their own); `per_extra_fold_saving_cpu_s` is what `one_fit` saves per fold after the first.
+Each records its wall time and the machine's busy CPU-seconds (user, nice and system over all
+processes, from /proc/stat: Ray's controller, helper actors and workers are processes of their
+own; so is anything else the machine runs, so run it on an idle one).
+`extra_fit_cpu_s_per_repeat`: per repeat, what each fit after a trial's first costs, (fits −
+one_fit) / (folds − 1): Ray Train's per-fit processes and the fold's own MLflow run.
 
     python benchmarks/ray_overhead.py [--scales demo fold60] [--trial-folds 3]
 
@@ -28,20 +30,24 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import ray.train
 import torch
 from common import host, write_result
-from hpo_efficiency import BASE, COHORT
+from hpo_efficiency import BASE, COHORT, base_config
+from ray.train.torch import TorchTrainer
 
 from mrisr_ray import tracking
-from mrisr_ray.config import load_config
+from mrisr_ray.config import Config, load_config
 from mrisr_ray.data.cache import Cache
 from mrisr_ray.data.synthetic import prepare_synthetic_cache
-from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.ray_runtime import ensure_ray
 from mrisr_ray.resources import Resources
 from mrisr_ray.tracking import Tracking
+from mrisr_ray.train.logger import WORKER_RUNTIME_ENV, MlflowLogger
 from mrisr_ray.train.loop import LoopContext
 from mrisr_ray.train.run import TrainRequest, train
 from mrisr_ray.train.session import train_session
@@ -54,24 +60,32 @@ TINY = ["data.patch_size=32", "circle.first_width=16", "circle.min_width=8", "ci
 SCALES = {"demo": ["train.epochs=2", "train.max_patches_per_epoch=64"],
           "fold60": ["train.epochs=4", "train.max_patches_per_epoch=1024"]}
 WORKER_THREADS = 1  # torch threads of a Ray worker with 1 CPU, and of the plain loop
+STUDY_FOLD = Resources(cpus_per_worker=0.9)  # a fold's worker in hpo_efficiency.py's studies
 
 
-def plain_loop(config, cache: Cache) -> float:
-    """The same training session as a Ray worker runs, called directly (checkpoints included)."""
+@contextmanager
+def worker_threads() -> Iterator[None]:
+    """This process trains with the torch threads of a Ray worker with 1 CPU, then goes back."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(WORKER_THREADS)  # like one Ray worker with 1 CPU
+    torch.set_num_threads(WORKER_THREADS)
     try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def plain_loop(config: Config, cache: Cache) -> float:
+    """The same training session as a Ray worker runs, called directly (checkpoints included)."""
+    with worker_threads():
         started = time.perf_counter()
         fold = cache.splits.fold(0)
         with tempfile.TemporaryDirectory() as folder:
             train_session(config, cache, fold.train, fold.val, LoopContext(), Path(folder),
                           lambda result: None)
         return time.perf_counter() - started
-    finally:
-        torch.set_num_threads(threads)
 
 
-def through_ray(config, cache: Cache, root: Path) -> float:
+def through_ray(config: Config, cache: Cache, root: Path) -> float:
     workdir = Workdir(root)
     started = time.perf_counter()
     train(TrainRequest(config=config, cache=cache.path, workdir=workdir,
@@ -87,7 +101,8 @@ def busy_cpu_seconds() -> float:
 
 
 def folds_in_one_worker(loop_config: dict) -> None:
-    """A Ray Train worker that trains every spec's fold in turn, as `train_worker` trains one."""
+    """A Ray Train worker that trains every spec's fold in turn, as `train_worker` trains one
+    (a fresh checkpoint folder per fold: no fold resumes from another's)."""
     torch.set_num_threads(WORKER_THREADS)
     for spec in loop_config["specs"]:
         with tempfile.TemporaryDirectory() as scratch:
@@ -96,73 +111,71 @@ def folds_in_one_worker(loop_config: dict) -> None:
                           LoopContext(), folder, RaySink(spec, 0, folder))
 
 
-def trial_plain(config, cache: Cache, folds: int, root: Path) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(WORKER_THREADS)
-    try:
+def trial_plain(config: Config, cache: Cache, folds: int, root: Path) -> None:
+    with worker_threads():
         for k in range(folds):
             fold = cache.splits.fold(k)
             train_session(config, cache, fold.train, fold.val, LoopContext(), root / f"fold{k}",
                           lambda result: None)
-    finally:
-        torch.set_num_threads(threads)
 
 
-def trial_fits(config, cache: Cache, folds: int, root: Path) -> None:
+def trial_fits(config: Config, cache: Cache, folds: int, root: Path) -> None:
     workdir = Workdir(root)
     for k in range(folds):
         train(TrainRequest(config=config, cache=cache.path, workdir=workdir,
                            tracking=Tracking.for_workdir(workdir), fold=k, device="cpu",
-                           resources=Resources(cpus_per_worker=0.9)))  # as a study's fold
+                           resources=STUDY_FOLD))
 
 
-def trial_one_fit(config, cache: Cache, folds: int, root: Path) -> None:
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from mrisr_ray.train.logger import WORKER_RUNTIME_ENV, MlflowLogger
-
-    t = Tracking.for_workdir(Workdir(root))
-    run_id = tracking.start_run(t, tracking.DEFAULT_EXPERIMENT, "one fit", {})
+def trial_one_fit(config: Config, cache: Cache, folds: int, root: Path) -> None:
+    """The folds in one fit, with the TorchTrainer settings of `train/run.py`; one MLflow run."""
+    store = Tracking.for_workdir(Workdir(root))
+    run_id = tracking.start_run(store, tracking.DEFAULT_EXPERIMENT, "one fit", {})
     specs = [WorkerSpec(config=config, cache=str(cache.path), train_subjects=cache.splits.fold(k).train,
                         val_subjects=cache.splits.fold(k).val) for k in range(folds)]
-    TorchTrainer(  # the RunConfig of train/run.py
+    TorchTrainer(
         folds_in_one_worker, train_loop_config={"specs": specs},
-        scaling_config=ray.train.ScalingConfig(num_workers=1,
-                                               resources_per_worker=Resources(cpus_per_worker=0.9).per_worker()),
+        scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker=STUDY_FOLD.per_worker()),
         run_config=ray.train.RunConfig(
             name="one-fit", storage_path=str(root / "ray"),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute="score", checkpoint_score_order="max"),
+            failure_config=ray.train.FailureConfig(max_failures=1),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            callbacks=[MlflowLogger(t, run_id)], worker_runtime_env=WORKER_RUNTIME_ENV),
+            callbacks=[MlflowLogger(store, run_id)], worker_runtime_env=WORKER_RUNTIME_ENV),
     ).fit()
+    tracking.end_run(store, run_id, "FINISHED")
 
 
 TRIAL_WAYS = {"plain": trial_plain, "fits": trial_fits, "one_fit": trial_one_fit}
 
 
 def trial_row(folds: int, root: Path) -> dict:
-    """Each way twice, alternating; the run with fewer busy CPU-seconds counts (both are kept)."""
+    """Each way twice, alternating (`trial_summary` makes the row)."""
     cache_path = root / "cache"
     prepare_synthetic_cache(cache_path, n_folds=folds, **COHORT)  # as hpo_efficiency.py
     cache = Cache.open(cache_path)
-    config = load_config("cpce", defaults_dir("configs") / "demo_cpce.yaml", BASE)  # its trial 0
     runs: dict[str, list[dict]] = {way: [] for way in TRIAL_WAYS}
     for repeat in range(2):
         for way, run in TRIAL_WAYS.items():
             started, busy = time.perf_counter(), busy_cpu_seconds()
-            run(config, cache, folds, root / f"{way}-{repeat}")
+            run(base_config(), cache, folds, root / f"{way}-{repeat}")  # hpo_efficiency's trial 0
             runs[way].append({"wall_s": round(time.perf_counter() - started, 1),
                               "busy_cpu_s": round(busy_cpu_seconds() - busy, 1)})
             print(way, runs[way][-1], flush=True)
-    best = {way: min(r, key=lambda x: x["busy_cpu_s"]) for way, r in runs.items()}
+    return trial_summary(runs, folds)
+
+
+def trial_summary(runs: dict[str, list[dict]], folds: int) -> dict:
+    """The `trial` row of the JSON: each way's runs, the figures of its run with fewer busy
+    CPU-seconds, and per repeat what a fit after the first costs, (fits − one_fit) / (folds − 1)."""
+    fewest = {way: min(measured, key=lambda m: m["busy_cpu_s"]) for way, measured in runs.items()}
+    extra_fit = [round((f["busy_cpu_s"] - o["busy_cpu_s"]) / (folds - 1), 1)
+                 for f, o in zip(runs["fits"], runs["one_fit"], strict=True)]
     return {"scale": "trial", "folds": folds, "config": "configs/demo_cpce.yaml", "overrides": BASE,
-            "runs": runs, **{f"{way}_busy_cpu_s": b["busy_cpu_s"] for way, b in best.items()},
-            **{f"{way}_wall_s": b["wall_s"] for way, b in best.items()},
-            "fits_over_one_fit_cpu": round(best["fits"]["busy_cpu_s"] / best["one_fit"]["busy_cpu_s"], 3),
-            "per_extra_fold_saving_cpu_s": round(
-                (best["fits"]["busy_cpu_s"] - best["one_fit"]["busy_cpu_s"]) / (folds - 1), 1)}
+            "runs": runs, **{f"{way}_busy_cpu_s": m["busy_cpu_s"] for way, m in fewest.items()},
+            **{f"{way}_wall_s": m["wall_s"] for way, m in fewest.items()},
+            "extra_fit_cpu_s_per_repeat": extra_fit}
 
 
 def main() -> None:
