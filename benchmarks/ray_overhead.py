@@ -47,9 +47,8 @@ from mrisr_ray.data.synthetic import prepare_synthetic_cache
 from mrisr_ray.ray_runtime import ensure_ray
 from mrisr_ray.resources import Resources
 from mrisr_ray.tracking import Tracking
-from mrisr_ray.train.logger import WORKER_RUNTIME_ENV, MlflowLogger
 from mrisr_ray.train.loop import LoopContext
-from mrisr_ray.train.run import TrainRequest, train
+from mrisr_ray.train.run import TrainRequest, fit_run_config, train
 from mrisr_ray.train.session import train_session
 from mrisr_ray.train.worker import RaySink, WorkerSpec
 from mrisr_ray.workdir import Workdir
@@ -76,12 +75,9 @@ def worker_threads() -> Iterator[None]:
 
 def plain_loop(config: Config, cache: Cache) -> float:
     """The same training session as a Ray worker runs, called directly (checkpoints included)."""
-    with worker_threads():
+    with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        fold = cache.splits.fold(0)
-        with tempfile.TemporaryDirectory() as folder:
-            train_session(config, cache, fold.train, fold.val, LoopContext(), Path(folder),
-                          lambda result: None)
+        trial_plain(config, cache, 1, Path(folder))
         return time.perf_counter() - started
 
 
@@ -112,6 +108,7 @@ def folds_in_one_worker(loop_config: dict) -> None:
 
 
 def trial_plain(config: Config, cache: Cache, folds: int, root: Path) -> None:
+    """The first `folds` folds, one after another, without Ray (a checkpoint folder each)."""
     with worker_threads():
         for k in range(folds):
             fold = cache.splits.fold(k)
@@ -128,7 +125,7 @@ def trial_fits(config: Config, cache: Cache, folds: int, root: Path) -> None:
 
 
 def trial_one_fit(config: Config, cache: Cache, folds: int, root: Path) -> None:
-    """The folds in one fit, with the TorchTrainer settings of `train/run.py`; one MLflow run."""
+    """The folds in one fit, with the RunConfig of `train/run.py`; one MLflow run."""
     store = Tracking.for_workdir(Workdir(root))
     run_id = tracking.start_run(store, tracking.DEFAULT_EXPERIMENT, "one fit", {})
     specs = [WorkerSpec(config=config, cache=str(cache.path), train_subjects=cache.splits.fold(k).train,
@@ -136,13 +133,7 @@ def trial_one_fit(config: Config, cache: Cache, folds: int, root: Path) -> None:
     TorchTrainer(
         folds_in_one_worker, train_loop_config={"specs": specs},
         scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker=STUDY_FOLD.per_worker()),
-        run_config=ray.train.RunConfig(
-            name="one-fit", storage_path=str(root / "ray"),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute="score", checkpoint_score_order="max"),
-            failure_config=ray.train.FailureConfig(max_failures=1),
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            callbacks=[MlflowLogger(store, run_id)], worker_runtime_env=WORKER_RUNTIME_ENV),
+        run_config=fit_run_config("one-fit", root / "ray", 1, store, run_id),  # max_failures: train's
     ).fit()
     tracking.end_run(store, run_id, "FINISHED")
 
@@ -155,11 +146,12 @@ def trial_row(folds: int, root: Path) -> dict:
     cache_path = root / "cache"
     prepare_synthetic_cache(cache_path, n_folds=folds, **COHORT)  # as hpo_efficiency.py
     cache = Cache.open(cache_path)
+    config = base_config()  # hpo_efficiency's trial 0
     runs: dict[str, list[dict]] = {way: [] for way in TRIAL_WAYS}
     for repeat in range(2):
         for way, run in TRIAL_WAYS.items():
             started, busy = time.perf_counter(), busy_cpu_seconds()
-            run(base_config(), cache, folds, root / f"{way}-{repeat}")  # hpo_efficiency's trial 0
+            run(config, cache, folds, root / f"{way}-{repeat}")
             runs[way].append({"wall_s": round(time.perf_counter() - started, 1),
                               "busy_cpu_s": round(busy_cpu_seconds() - busy, 1)})
             print(way, runs[way][-1], flush=True)

@@ -170,14 +170,28 @@ def start_run(request: TrainRequest, config: Config, cache: Cache, ray_name: str
     return run_id
 
 
+def fit_run_config(ray_name: str, storage: Path, max_failures: int, t: Tracking, run_id: str) -> Any:
+    """Ray Train's RunConfig of a training: the best checkpoint by validation score kept,
+    `max_failures` restarts, each epoch logged to MLflow run `run_id` from the controller."""
+    import ray.train
+
+    from mrisr_ray.train.logger import WORKER_RUNTIME_ENV, MlflowLogger
+
+    return ray.train.RunConfig(
+        name=ray_name, storage_path=str(storage),
+        checkpoint_config=ray.train.CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute="score", checkpoint_score_order="max"),
+        failure_config=ray.train.FailureConfig(max_failures=max_failures),
+        logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        callbacks=[MlflowLogger(t, run_id)], worker_runtime_env=WORKER_RUNTIME_ENV)
+
+
 def train(request: TrainRequest, watch: Watch = no_watch) -> TrainResult:
     """Run one training (or resume one) and return its best validation result; `watch` follows
     it while it runs."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
-
-    from mrisr_ray.train.logger import WORKER_RUNTIME_ENV, MlflowLogger
 
     cache = Cache.open(request.cache)
     check_max_failures(request.max_failures)
@@ -221,13 +235,7 @@ def train(request: TrainRequest, watch: Watch = no_watch) -> TrainResult:
         train_loop_config={"spec": spec},
         scaling_config=ray.train.ScalingConfig(num_workers=resources.workers, use_gpu=resources.use_gpu,
                                                resources_per_worker=resources.per_worker()),
-        run_config=ray.train.RunConfig(
-            name=ray_name, storage_path=str(storage),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute="score", checkpoint_score_order="max"),
-            failure_config=ray.train.FailureConfig(max_failures=request.max_failures),
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            callbacks=[MlflowLogger(t, run_id)], worker_runtime_env=WORKER_RUNTIME_ENV),
+        run_config=fit_run_config(ray_name, storage, request.max_failures, t, run_id),
     )
     try:
         with watch(Target(tracking=t, experiment=request.experiment, model=config.model,
