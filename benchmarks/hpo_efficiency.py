@@ -11,13 +11,14 @@ gained +0.25 to +0.31 dB over its input and the ranking was noise; at 384 the pa
 about 1.5 dB below the input and the best configurations gain about +0.5 dB. A trial's score is its
 gain over the LR input: per fold, the best epoch's validation PSNR minus the zero-filled input's on
 the same slices, averaged over folds. Each trial trains 3 folds (10 trials per method, so that a
-seed's two searches fit in 30 minutes on 2 cores): `prepare` makes 5 by default, and with 2 a trial
-that ASHA stops after its first fold saves one fold training and its score averages two trainings;
-with 3 it saves up to two, and the score's training-seed noise would shrink to about √(2/3) of it if
-the folds' noise were independent (every fold trains with `train.seed` 0; measures with 14 trials ×
-2 folds are under `earlier`). Both searches start from the same trial 0; TPE is seeded with the seed
-and models after the space's `tpe.startup_trials` (3, as the product's spaces), the random search is
-seeded with seed + 1000 (RANDOM_SEED_OFFSET).
+seed's two searches fit in 30 minutes on 2 cores; 14 took 34): `prepare` makes 5 by default, and
+with 2 a trial that ASHA stops after its first fold saves one fold training and its score averages
+two trainings; with 3 it saves up to two, and the score's training-seed noise would shrink to
+about √(2/3) of it if the folds' noise were independent (every fold trains with `train.seed` 0;
+measures with 14 trials × 2 folds, and one seed of 14 × 3, are under `earlier`). Both searches
+start from the same trial 0; TPE is seeded with the seed and models after the space's
+`tpe.startup_trials` (3, as the product's spaces), the random search is seeded with seed + 1000
+(RANDOM_SEED_OFFSET).
 Measured: how many fold trainings TPE + ASHA needed before its best complete trial reached the
 random search's final best gain, as a share of the random search's fold trainings (target: at most
 40% at the median over seeds). Results accumulate across runs, one row per seed, in
