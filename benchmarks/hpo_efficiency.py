@@ -15,7 +15,7 @@ seed's two searches fit in 30 minutes on 2 cores; 14 took 34): `prepare` makes 5
 with 2 a trial that ASHA stops after its first fold saves one fold training and its score averages
 two trainings; with 3 it saves up to two, and the score's training-seed noise would shrink to
 about √(2/3) of it if the folds' noise were independent (every fold trains with `train.seed` 0;
-measures with 14 trials × 2 folds, and one seed of 14 × 3, are under `earlier`). Both searches
+other protocols' measures, 14 trials × 2 folds among them, are under `earlier`). Both searches
 start from the same trial 0; TPE is seeded with the seed and models after the space's
 `tpe.startup_trials` (3, as the product's spaces), the random search is seeded with seed + 1000
 (RANDOM_SEED_OFFSET).
