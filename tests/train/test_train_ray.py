@@ -164,7 +164,7 @@ def test_a_worker_killed_mid_epoch_is_recovered_from_the_checkpoint(ray_session,
     monkeypatch.setenv(FAIL_ONCE_ENV, f"1:{tmp_path / 'killed'}:kill")
     req = request(tmp_path, tiny_synthetic_cache, "circle", max_failures=1)
     req = replace(req, config=load_config("circle", overrides=[*TINY_RUN, "train.epochs=3",
-                                                               "train.max_patches_per_epoch=256"]))
+                                                               "train.max_patches_per_epoch=64"]))
     result = train(req)
     assert (tmp_path / "killed").exists()  # the kill did happen
     run = req.tracking.client().get_run(result.run_id)

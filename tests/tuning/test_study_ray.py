@@ -109,10 +109,10 @@ def test_interrupted_study_resumes_without_training_a_fold_twice(tiny_synthetic_
     checkpoint; resumed: fold 0's run is untouched, fold 1 continues from its checkpoint."""
     space = tmp_path / "space.yaml"
     space.write_text(RIGGED.replace("0.3]", "2.0e-4]"))
-    epochs = 10  # of ~1 s: room for the Ctrl-C to land mid-fold
+    epochs = 10  # of ~1.5 s (64 patches): room for the Ctrl-C to land mid-fold
     common = ["--model", "circle", "--data", str(tiny_synthetic_cache), "--space", str(space),
               "--trials", "1", "--folds", "2", "--name", "paused", "--workdir", str(tmp_path / "w")]
-    common += [arg for item in [*TINY_RUN, f"train.epochs={epochs}", "train.max_patches_per_epoch=256"]
+    common += [arg for item in [*TINY_RUN, f"train.epochs={epochs}", "train.max_patches_per_epoch=64"]
                for arg in ("--set", item)]
     cli = [sys.executable, "-m", "mrisr_ray", "tune"]
     t = Tracking.for_workdir(Workdir(tmp_path / "w"))

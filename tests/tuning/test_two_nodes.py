@@ -28,7 +28,7 @@ from mrisr_ray.workdir import Workdir
 
 pytestmark = pytest.mark.ray
 RAY = Path(sys.executable).parent / "ray"
-EPOCHS = 6  # of ~1 s each: room to kill the driver in the middle of a fold
+EPOCHS = 8  # of ~1.5 s each (64 patches): room to kill the driver in the middle of a fold
 FOLD_RESOURCE = "fold_node"  # only the second node has it; --worker-resource puts folds there
 SPACE = """parameters:
   train.lr: {type: categorical, choices: [1.0e-4, 2.0e-4]}
@@ -127,7 +127,7 @@ def test_study_survives_losing_its_fold_node_and_its_driver(tiny_synthetic_cache
             "--data", str(tiny_synthetic_cache), "--space", str(space), "--trials", "2", "--folds", "2",
             "--name", "two-nodes", "--workdir", str(workdir), "--storage-path", str(storage),
             "--address", address, "--worker-resource", FOLD_RESOURCE]
-    tune += [arg for item in [*TINY_RUN, f"train.epochs={EPOCHS}", "train.max_patches_per_epoch=256"]
+    tune += [arg for item in [*TINY_RUN, f"train.epochs={EPOCHS}", "train.max_patches_per_epoch=64"]
              for arg in ("--set", item)]
     t = Tracking.for_workdir(Workdir(workdir))
     started: list[Started] = []
