@@ -19,7 +19,8 @@ other protocols' measures, 14 trials × 2 folds among them, are under `earlier`)
 start from the same trial 0; TPE is seeded with the seed and models after the space's
 `tpe.startup_trials` (3, as the product's spaces), the random search is seeded with seed + 1000
 (RANDOM_SEED_OFFSET). Each search runs two trials at a time; `--tpe-concurrent 1` runs TPE + ASHA's
-one at a time, as `tune` does by default (measured: docs/tuning.md).
+one at a time, as `tune` does by default, and `--space` searches another space, such as
+search_spaces/hpo_benchmark_cpce_wide.yaml (both measured: docs/tuning.md).
 Measured: how many fold trainings TPE + ASHA needed before its best complete trial reached the
 random search's final best gain, as a share of the random search's fold trainings (target: at most
 40% at the median over seeds). Results accumulate across runs, one row per seed, in
@@ -38,6 +39,7 @@ Run by hand (18–21 minutes of search per seed on a fast 2-core machine, then 2
 re-scoring):
 
     python benchmarks/hpo_efficiency.py --seeds 0 1 2 [--trials 10] [--folds 3] [--tpe-concurrent 1]
+        [--space search_spaces/hpo_benchmark_cpce_wide.yaml]
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ def rescored_gain(config: Config, cache: Path, folds: int, train_seed: int) -> f
         return None
 
 
-def rescore(searches: dict[str, Search], cache: Path, folds: int) -> dict[str, dict | None]:
+def rescore(searches: dict[str, Search], cache: Path, folds: int, space: Path) -> dict[str, dict | None]:
     """Per method, its incumbent's searched values and its gains retrained with each of
     RESCORE_TRAIN_SEEDS (None: diverged), with their mean and SD over the seeds that did not
     diverge: one-thread trainings, two at a time, as the studies ran them."""
@@ -163,7 +165,7 @@ def rescore(searches: dict[str, Search], cache: Path, folds: int) -> dict[str, d
                              initializer=torch.set_num_threads, initargs=(1,)) as pool:
         futures = {job: pool.submit(rescored_gain, *args) for job, args in jobs.items()}
         gains = {job: future.result() for job, future in futures.items()}
-    names = [d.name for d in searched_space().dimensions]
+    names = [d.name for d in searched_space(space).dimensions]
     rescored: dict[str, dict | None] = {}
     for method, search in searches.items():
         if search.incumbent is None:
@@ -183,14 +185,14 @@ def base_config() -> Config:
     return load_config("cpce", defaults_dir("configs") / "demo_cpce.yaml", BASE)
 
 
-def searched_space() -> SearchSpace:
-    return load_space(SPACE, base_config())
+def searched_space(space: Path) -> SearchSpace:
+    return load_space(space, base_config())
 
 
 def run(method: str, seed: int, args, cache: Path, root: Path) -> Search:
     workdir = Workdir(root / f"{method}-{seed}")
     request = StudyRequest(
-        config=base_config(), space_path=SPACE,
+        config=base_config(), space_path=args.space,
         cache=cache, workdir=workdir, tracking=Tracking.for_workdir(workdir), trials=args.trials,
         folds=args.folds, name=f"{method}-{seed}",
         concurrent=args.tpe_concurrent if method == "tpe_asha" else RANDOM_CONCURRENT,
@@ -228,19 +230,19 @@ def compare(seed: int, args, cache: Path, root: Path) -> tuple[dict, dict[str, S
     return row, searches
 
 
-def with_rescoring(row: dict, searches: dict[str, Search], cache: Path, folds: int) -> dict:
+def with_rescoring(row: dict, searches: dict[str, Search], cache: Path, args) -> dict:
     """`row` with each method's incumbent retrained with fresh training seeds (`rescore`)."""
     started = time.perf_counter()
-    rescored = rescore(searches, cache, folds)
+    rescored = rescore(searches, cache, args.folds, args.space)
     return {**row, "rescored_train_seeds": list(RESCORE_TRAIN_SEEDS),
             "random_incumbent": rescored["random"], "tpe_asha_incumbent": rescored["tpe_asha"],
             "rescore_minutes": round((time.perf_counter() - started) / 60, 1)}
 
 
 def settings(args) -> dict:
-    space = searched_space()
+    space = searched_space(args.space)
     return {"model": "cpce", "config": "configs/demo_cpce.yaml", "overrides": BASE,
-            "space": SPACE.name, "searched": [d.name for d in space.dimensions],
+            "space": args.space.name, "searched": [d.name for d in space.dimensions],
             "tpe_startup_trials": space.startup_trials,
             "cohort": COHORT, "trials": args.trials, "folds": args.folds,
             "concurrent": RANDOM_CONCURRENT, "random_search_seed": f"seed + {RANDOM_SEED_OFFSET}",
@@ -314,6 +316,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--space", type=Path, default=SPACE,
+                        help=f"search space YAML (default {SPACE.relative_to(SPACE.parents[1])})")
     parser.add_argument("--tpe-concurrent", type=int, default=RANDOM_CONCURRENT,
                         help="TPE + ASHA's trials at a time (`tune`'s default is 1)")
     args = parser.parse_args()
@@ -327,7 +331,7 @@ def main() -> None:
             rows[seed], searches = compare(seed, args, cache, root)
             print({k: v for k, v in rows[seed].items() if not isinstance(v, list)}, flush=True)
             path = summarize(sorted(rows.values(), key=lambda r: r["seed"]), args)  # kept after every seed
-            rows[seed] = with_rescoring(rows[seed], searches, cache, args.folds)
+            rows[seed] = with_rescoring(rows[seed], searches, cache, args)
             print({k: rows[seed][k] for k in ("random_incumbent", "tpe_asha_incumbent", "rescore_minutes")},
                   flush=True)
             path = summarize(sorted(rows.values(), key=lambda r: r["seed"]), args)
