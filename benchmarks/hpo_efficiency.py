@@ -70,7 +70,7 @@ from mrisr_ray.resources import Resources
 from mrisr_ray.tracking import DEFAULT_EXPERIMENT, Tracking
 from mrisr_ray.train.loop import EpochResult, LoopContext
 from mrisr_ray.train.session import train_session
-from mrisr_ray.tuning.space import SearchSpace, load_space
+from mrisr_ray.tuning.space import ASHA_REDUCTION_FACTOR, SearchSpace, load_space
 from mrisr_ray.tuning.study import StudyRequest, run_study
 from mrisr_ray.workdir import Workdir
 
@@ -244,6 +244,9 @@ def settings(args) -> dict:
     return {"model": "cpce", "config": "configs/demo_cpce.yaml", "overrides": BASE,
             "space": args.space.name, "searched": [d.name for d in space.dimensions],
             "tpe_startup_trials": space.startup_trials,
+            # named only when it differs from ASHA_REDUCTION_FACTOR, as tpe_asha_concurrent below
+            **({"asha_reduction_factor": space.reduction_factor}
+               if space.reduction_factor != ASHA_REDUCTION_FACTOR else {}),
             "cohort": COHORT, "trials": args.trials, "folds": args.folds,
             "concurrent": RANDOM_CONCURRENT, "random_search_seed": f"seed + {RANDOM_SEED_OFFSET}",
             "score": "mean over folds of best val PSNR - LR input PSNR (dB)",

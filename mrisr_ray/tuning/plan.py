@@ -62,7 +62,8 @@ class Plan:
             f"study        {self.name} ({self.model})",
             f"trials       {self.trials} (trial 0 = the default configuration), "
             f"{self.concurrent} at a time",
-            f"folds        {self.folds} per trial, one after another; ASHA may stop a trial after any",
+            f"folds        {self.folds} per trial, one after another; ASHA may stop a trial after any "
+            f"fold (it keeps the top 1/{self.space.reduction_factor} at each rung)",
             f"fits         at most {self.trials * self.folds} fold trainings of {self.epochs} epochs",
             f"per trial    {self.resources.describe()} + {TRIAL_DRIVER_CPU} CPU for the trial driver "
             "(on the head node)",

@@ -7,9 +7,13 @@ Optuna space. Each dimension names a config key (as `--set` does):
       train.batch_size: {type: categorical, choices: [32, 64, 128]}
     tpe:
       startup_trials: 5   # optional; Optuna's default 10
+    asha:
+      reduction_factor: 3  # optional; 2 by default
 
 `tpe.startup_trials` is how many complete or pruned trials (trial 0 among them) Optuna's TPE
-waits for before it models the results; until then it draws at random.
+waits for before it models the results; until then it draws at random. `asha.reduction_factor` is
+ASHA's: at each of its rungs (after fold 1, rf, rf², …) a trial goes on only if its running mean is
+in the top 1/rf of those recorded there.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from mrisr_ray.registry import model_spec
 
 TYPES = ("float", "int", "categorical")
 OPTUNA_STARTUP_TRIALS = 10  # TPESampler's n_startup_trials when a space names none
+ASHA_REDUCTION_FACTOR = 2  # when a space names none
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class SearchSpace:
     path: Path
     dimensions: tuple[Dimension, ...]
     startup_trials: int  # random draws before TPE models (`tpe:`, else OPTUNA_STARTUP_TRIALS)
+    reduction_factor: int = ASHA_REDUCTION_FACTOR  # ASHA keeps the top 1/rf at a rung (`asha:`)
 
     def define_by_run(self, trial) -> None:
         for dimension in self.dimensions:
@@ -159,13 +165,23 @@ def parse_tpe(path: Path, spec: Any) -> int:
     return startup
 
 
+def parse_asha(path: Path, spec: Any) -> int:
+    """`asha: {reduction_factor: N}` → N (at least 2)."""
+    if not isinstance(spec, dict) or set(spec) != {"reduction_factor"}:
+        raise UserInputError(f"{path}: asha: expected a mapping with one key, reduction_factor")
+    factor = spec["reduction_factor"]
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
+        raise UserInputError(f"{path}: asha: reduction_factor must be an integer >= 2, got {factor!r}")
+    return factor
+
+
 def load_space(path: str | Path, config: Config) -> SearchSpace:
     path = Path(path)
     raw = read_yaml(path, "search space file")
     if not isinstance(raw, dict) or "parameters" not in raw or not raw["parameters"] \
-            or not set(raw) <= {"parameters", "tpe"}:
+            or not set(raw) <= {"parameters", "tpe", "asha"}:
         raise UserInputError(f"{path}: expected a top-level key 'parameters' with dimensions "
-                             "(and optionally 'tpe')")
+                             "(and optionally 'tpe' and 'asha')")
     dimensions = []
     for name, spec in raw["parameters"].items():
         dimension = parse_dimension(path, str(name), spec)
@@ -173,6 +189,8 @@ def load_space(path: str | Path, config: Config) -> SearchSpace:
         dimensions.append(dimension)
     check_pairs(path, dimensions, config)
     startup = parse_tpe(path, raw["tpe"]) if "tpe" in raw else OPTUNA_STARTUP_TRIALS
-    space = SearchSpace(path=path, dimensions=tuple(dimensions), startup_trials=startup)
+    factor = parse_asha(path, raw["asha"]) if "asha" in raw else ASHA_REDUCTION_FACTOR
+    space = SearchSpace(path=path, dimensions=tuple(dimensions), startup_trials=startup,
+                        reduction_factor=factor)
     space.defaults(config)
     return space

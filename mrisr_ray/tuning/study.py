@@ -173,7 +173,7 @@ def scheduler(request: StudyRequest, plan: Plan, metric: str):
     if not request.pruning:
         return None
     return ASHAScheduler(time_attr="folds_done", metric=metric, mode="max", max_t=plan.folds,
-                         grace_period=1, reduction_factor=2)
+                         grace_period=1, reduction_factor=plan.space.reduction_factor)
 
 
 def check_private(paths: list[Path]) -> None:

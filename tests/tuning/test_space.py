@@ -1,4 +1,5 @@
 import inspect
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -8,7 +9,7 @@ from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.tuning.outcomes import TrialOutcome, select_best
 from mrisr_ray.tuning.space import OPTUNA_STARTUP_TRIALS, default_space_path, load_space
-from mrisr_ray.tuning.study import optuna_sampler
+from mrisr_ray.tuning.study import optuna_sampler, scheduler
 
 
 @pytest.mark.parametrize("model", ["cpce", "circle"])
@@ -83,11 +84,25 @@ def test_best_trial_ignores_trials_with_fewer_folds():
     ("tpe: {startup_trials: true}", "startup_trials must be an integer >= 1, got True"),
     ("tpe: {n_startup_trials: 5}", "one key, startup_trials"),
     ("sampler: {startup_trials: 5}", "top-level key 'parameters'"),
+    ("asha: {reduction_factor: 1}", "reduction_factor must be an integer >= 2, got 1"),
+    ("asha: {reduction_factor: 2.5}", "reduction_factor must be an integer >= 2, got 2.5"),
+    ("asha: {grace_period: 2}", "one key, reduction_factor"),
 ])
-def test_bad_tpe_settings(tmp_path, body, message):
+def test_bad_tpe_and_asha_settings(tmp_path, body, message):
     text = f"parameters:\n  loss.tau: {{type: float, low: 0.0, high: 1.0}}\n{body}"
     with pytest.raises(UserInputError, match=message):
         load_space(write(tmp_path, text), load_config("circle"))
+
+
+@pytest.mark.parametrize("asha,rungs", [("", [2, 1]), ("asha: {reduction_factor: 3}", [3, 1])])
+def test_asha_decides_at_the_rungs_of_the_spaces_reduction_factor(tmp_path, asha, rungs):
+    """Over 3 folds, ASHA with factor 2 may stop a trial after fold 1 or 2 (top half goes on); with
+    3, only after fold 1 (top third goes on), since its next rung is the last fold."""
+    body = f"parameters:\n  loss.tau: {{type: float, low: 0.0, high: 1.0}}\n{asha}"
+    space = load_space(write(tmp_path, body), load_config("circle"))
+    asha_scheduler = scheduler(SimpleNamespace(pruning=True), SimpleNamespace(folds=3, space=space),
+                               "psnr_mean")
+    assert [milestone for milestone, _ in asha_scheduler._brackets[0]._rungs] == rungs
 
 
 @pytest.mark.parametrize("startup", [3, 6])
