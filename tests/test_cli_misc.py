@@ -68,6 +68,8 @@ def test_tune_dry_run_prints_the_plan(tiny_synthetic_cache, tmp_path):
     assert "trials       7" in result.stdout and "at most 21 fold trainings of 2 epochs" in result.stdout
     assert "loss.lambda_jst ∈ [0.0001, 1] log" in result.stdout
     assert "random draws until 3 trials have completed or been pruned" in result.stdout  # circle.yaml
+    assert "ASHA may stop a trial after fold 1 or 2 (the top 1/2 of those recorded there go on)" \
+        in result.stdout
     assert not (tmp_path / "ray").exists()
 
 

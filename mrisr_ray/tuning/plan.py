@@ -56,14 +56,14 @@ class Plan:
     epochs: int
     space: SearchSpace
     sampler: str  # tpe | random
+    pruning: bool  # ASHA over folds
 
     def lines(self) -> list[str]:
         return [
             f"study        {self.name} ({self.model})",
             f"trials       {self.trials} (trial 0 = the default configuration), "
             f"{self.concurrent} at a time",
-            f"folds        {self.folds} per trial, one after another; ASHA may stop a trial after any "
-            f"fold (it keeps the top 1/{self.space.reduction_factor} at each rung)",
+            f"folds        {self.folds} per trial, one after another; " + self.stopping(),
             f"fits         at most {self.trials * self.folds} fold trainings of {self.epochs} epochs",
             f"per trial    {self.resources.describe()} + {TRIAL_DRIVER_CPU} CPU for the trial driver "
             "(on the head node)",
@@ -72,6 +72,16 @@ class Plan:
                                  "trials have completed or been pruned" if self.sampler == "tpe"
                                  else "random search"),
         ]
+
+    def stopping(self) -> str:
+        rungs = self.space.asha_rungs(self.folds)
+        if not self.pruning:
+            return "no ASHA: every trial trains them all"
+        if not rungs:
+            return "ASHA stops none (one fold)"
+        folds = str(rungs[0]) if len(rungs) == 1 else f"{', '.join(map(str, rungs[:-1]))} or {rungs[-1]}"
+        return (f"ASHA may stop a trial after fold {folds} (the top 1/{self.space.reduction_factor} "
+                "of those recorded there go on)")
 
 
 def make_plan(request: StudyRequest, cache: Cache) -> Plan:
@@ -98,4 +108,5 @@ def make_plan(request: StudyRequest, cache: Cache) -> Plan:
     return Plan(name=request.name or f"{request.config.model}-{time.strftime('%Y%m%d-%H%M%S')}",
                 model=request.config.model, trials=request.trials, folds=folds,
                 concurrent=request.concurrent, resources=resources, epochs=request.config.train.epochs,
-                space=load_space(request.space_path, request.config), sampler=request.sampler)
+                space=load_space(request.space_path, request.config), sampler=request.sampler,
+                pruning=request.pruning)

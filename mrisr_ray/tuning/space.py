@@ -73,7 +73,15 @@ class SearchSpace:
     path: Path
     dimensions: tuple[Dimension, ...]
     startup_trials: int  # random draws before TPE models (`tpe:`, else OPTUNA_STARTUP_TRIALS)
-    reduction_factor: int = ASHA_REDUCTION_FACTOR  # ASHA keeps the top 1/rf at a rung (`asha:`)
+    reduction_factor: int  # ASHA keeps the top 1/rf at a rung (`asha:`, else ASHA_REDUCTION_FACTOR)
+
+    def asha_rungs(self, folds: int) -> list[int]:
+        """The folds after which ASHA (grace 1) may stop a trial of `folds`: 1, rf, rf², … before
+        the last (Ray's rungs, less any at or after the last fold, where the trial ends anyway)."""
+        rungs = [1]
+        while rungs[-1] * self.reduction_factor < folds:
+            rungs.append(rungs[-1] * self.reduction_factor)
+        return [fold for fold in rungs if fold < folds]
 
     def define_by_run(self, trial) -> None:
         for dimension in self.dimensions:
@@ -155,24 +163,15 @@ def check_pairs(path: Path, dimensions: list[Dimension], config: Config) -> None
                                          f"{exc}") from None
 
 
-def parse_tpe(path: Path, spec: Any) -> int:
-    """`tpe: {startup_trials: N}` → N (at least 1)."""
-    if not isinstance(spec, dict) or set(spec) != {"startup_trials"}:
-        raise UserInputError(f"{path}: tpe: expected a mapping with one key, startup_trials")
-    startup = spec["startup_trials"]
-    if isinstance(startup, bool) or not isinstance(startup, int) or startup < 1:
-        raise UserInputError(f"{path}: tpe: startup_trials must be an integer >= 1, got {startup!r}")
-    return startup
-
-
-def parse_asha(path: Path, spec: Any) -> int:
-    """`asha: {reduction_factor: N}` → N (at least 2)."""
-    if not isinstance(spec, dict) or set(spec) != {"reduction_factor"}:
-        raise UserInputError(f"{path}: asha: expected a mapping with one key, reduction_factor")
-    factor = spec["reduction_factor"]
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
-        raise UserInputError(f"{path}: asha: reduction_factor must be an integer >= 2, got {factor!r}")
-    return factor
+def parse_setting(path: Path, section: str, key: str, minimum: int, spec: Any) -> int:
+    """`<section>: {<key>: N}` (`tpe: {startup_trials: N}`, `asha: {reduction_factor: N}`) → N,
+    an integer of at least `minimum`."""
+    if not isinstance(spec, dict) or set(spec) != {key}:
+        raise UserInputError(f"{path}: {section}: expected a mapping with one key, {key}")
+    value = spec[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserInputError(f"{path}: {section}: {key} must be an integer >= {minimum}, got {value!r}")
+    return value
 
 
 def load_space(path: str | Path, config: Config) -> SearchSpace:
@@ -188,8 +187,10 @@ def load_space(path: str | Path, config: Config) -> SearchSpace:
         check_against_config(path, dimension, config)
         dimensions.append(dimension)
     check_pairs(path, dimensions, config)
-    startup = parse_tpe(path, raw["tpe"]) if "tpe" in raw else OPTUNA_STARTUP_TRIALS
-    factor = parse_asha(path, raw["asha"]) if "asha" in raw else ASHA_REDUCTION_FACTOR
+    startup = (parse_setting(path, "tpe", "startup_trials", 1, raw["tpe"]) if "tpe" in raw
+               else OPTUNA_STARTUP_TRIALS)
+    factor = (parse_setting(path, "asha", "reduction_factor", 2, raw["asha"]) if "asha" in raw
+              else ASHA_REDUCTION_FACTOR)
     space = SearchSpace(path=path, dimensions=tuple(dimensions), startup_trials=startup,
                         reduction_factor=factor)
     space.defaults(config)

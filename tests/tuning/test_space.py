@@ -8,7 +8,12 @@ from mrisr_ray.config import load_config
 from mrisr_ray.defaults import defaults_dir
 from mrisr_ray.errors import UserInputError
 from mrisr_ray.tuning.outcomes import TrialOutcome, select_best
-from mrisr_ray.tuning.space import OPTUNA_STARTUP_TRIALS, default_space_path, load_space
+from mrisr_ray.tuning.space import (
+    ASHA_REDUCTION_FACTOR,
+    OPTUNA_STARTUP_TRIALS,
+    default_space_path,
+    load_space,
+)
 from mrisr_ray.tuning.study import optuna_sampler, scheduler
 
 
@@ -94,15 +99,21 @@ def test_bad_tpe_and_asha_settings(tmp_path, body, message):
         load_space(write(tmp_path, text), load_config("circle"))
 
 
-@pytest.mark.parametrize("asha,rungs", [("", [2, 1]), ("asha: {reduction_factor: 3}", [3, 1])])
-def test_asha_decides_at_the_rungs_of_the_spaces_reduction_factor(tmp_path, asha, rungs):
-    """Over 3 folds, ASHA with factor 2 may stop a trial after fold 1 or 2 (top half goes on); with
-    3, only after fold 1 (top third goes on), since its next rung is the last fold."""
+@pytest.mark.parametrize("asha,factor", [("", 2), ("asha: {reduction_factor: 3}", 3),
+                                         ("asha: {reduction_factor: 4}", 4)])
+def test_asha_stops_trials_at_the_rungs_of_the_spaces_reduction_factor(tmp_path, asha, factor):
+    """The study's ASHA takes the space's factor, and `asha_rungs` (what the plan prints) names the
+    folds before the last at which Ray's ASHA decides: over 3 folds, after folds 1 and 2 with
+    factor 2, only after fold 1 with 3."""
     body = f"parameters:\n  loss.tau: {{type: float, low: 0.0, high: 1.0}}\n{asha}"
     space = load_space(write(tmp_path, body), load_config("circle"))
-    asha_scheduler = scheduler(SimpleNamespace(pruning=True), SimpleNamespace(folds=3, space=space),
-                               "psnr_mean")
-    assert [milestone for milestone, _ in asha_scheduler._brackets[0]._rungs] == rungs
+    assert space.reduction_factor == factor
+    for folds in range(1, 7):
+        asha_scheduler = scheduler(SimpleNamespace(pruning=True),
+                                   SimpleNamespace(folds=folds, space=space), "psnr_mean")
+        rays = sorted(milestone for milestone, _ in asha_scheduler._brackets[0]._rungs if milestone < folds)
+        assert space.asha_rungs(folds) == rays
+    assert space.asha_rungs(3) == ([1, 2] if factor == 2 else [1])
 
 
 @pytest.mark.parametrize("startup", [3, 6])
@@ -126,7 +137,8 @@ def test_tpe_draws_at_random_for_the_spaces_startup_trials_then_models(tmp_path,
 
 def test_spaces_name_their_tpe_startup_or_take_optunas():
     for space, model in (("cpce", "cpce"), ("circle", "circle"), ("hpo_benchmark_cpce", "cpce")):
-        assert load_space(default_space_path(space), load_config(model)).startup_trials == 3
+        loaded = load_space(default_space_path(space), load_config(model))
+        assert (loaded.startup_trials, loaded.reduction_factor) == (3, ASHA_REDUCTION_FACTOR)
     demo = load_space(default_space_path("demo_cpce"),
                       load_config("cpce", defaults_dir("configs") / "demo_cpce.yaml"))
     assert demo.startup_trials == OPTUNA_STARTUP_TRIALS == \
