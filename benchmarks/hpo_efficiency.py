@@ -20,7 +20,8 @@ start from the same trial 0; TPE is seeded with the seed and models after the sp
 `tpe.startup_trials` (3, as the product's spaces), the random search is seeded with seed + 1000
 (RANDOM_SEED_OFFSET). Each search runs two trials at a time; `--tpe-concurrent 1` runs TPE + ASHA's
 one at a time, as `tune` does by default, and `--space` searches another space, such as
-search_spaces/hpo_benchmark_cpce_wide.yaml (both measured: docs/tuning.md).
+search_spaces/hpo_benchmark_cpce_wide.yaml (two more dimensions) or hpo_benchmark_cpce_rf3.yaml
+(ASHA's reduction factor 3) (all measured: docs/tuning.md).
 Measured: how many fold trainings TPE + ASHA needed before its best complete trial reached the
 random search's final best gain, as a share of the random search's fold trainings (target: at most
 40% at the median over seeds). Results accumulate across runs, one row per seed, in
@@ -39,7 +40,7 @@ Run by hand (18–21 minutes of search per seed on a fast 2-core machine, then 2
 re-scoring):
 
     python benchmarks/hpo_efficiency.py --seeds 0 1 2 [--trials 10] [--folds 3] [--tpe-concurrent 1]
-        [--space search_spaces/hpo_benchmark_cpce_wide.yaml]
+        [--space search_spaces/hpo_benchmark_cpce_rf3.yaml]
 """
 
 from __future__ import annotations
