@@ -74,13 +74,13 @@ class Plan:
         ]
 
     def stopping(self) -> str:
-        rungs = self.space.asha_rungs(self.folds)
         if not self.pruning:
             return "no ASHA: every trial trains them all"
+        rungs = self.space.asha_rungs(self.folds)
         if not rungs:
             return "ASHA stops none (one fold)"
-        folds = str(rungs[0]) if len(rungs) == 1 else f"{', '.join(map(str, rungs[:-1]))} or {rungs[-1]}"
-        return (f"ASHA may stop a trial after fold {folds} (the top 1/{self.space.reduction_factor} "
+        after = str(rungs[0]) if len(rungs) == 1 else f"{', '.join(map(str, rungs[:-1]))} or {rungs[-1]}"
+        return (f"ASHA may stop a trial after fold {after} (the top 1/{self.space.reduction_factor} "
                 "of those recorded there go on)")
 
 

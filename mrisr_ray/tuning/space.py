@@ -78,10 +78,11 @@ class SearchSpace:
     def asha_rungs(self, folds: int) -> list[int]:
         """The folds after which ASHA (grace 1) may stop a trial of `folds`: 1, rf, rf², … before
         the last (Ray's rungs, less any at or after the last fold, where the trial ends anyway)."""
-        rungs = [1]
-        while rungs[-1] * self.reduction_factor < folds:
-            rungs.append(rungs[-1] * self.reduction_factor)
-        return [fold for fold in rungs if fold < folds]
+        rungs, fold = [], 1
+        while fold < folds:
+            rungs.append(fold)
+            fold *= self.reduction_factor
+        return rungs
 
     def define_by_run(self, trial) -> None:
         for dimension in self.dimensions:
