@@ -7,8 +7,8 @@
   unnormalised 2-D FFT, TV_ε: the sum over pixels of √(dx² + dy² + ε²)). The objective of a batch
   is the sum of its slices' objectives, so a slice's iterates do not depend on the batch it is
   solved in; the step is 1/L with L = 1 + 8λ/ε, a bound on the Lipschitz constant of the
-  gradient (`tv_step`), and the gradient is computed in closed form. λ is chosen on validation
-  subjects, never on test subjects.
+  gradient (`tv_step`), and the gradient is computed in closed form, its data term with real
+  FFTs (`data_gradient`). λ is chosen on validation subjects, never on test subjects.
 - k-space data consistency (+DC): the SR output's kept k-space block is replaced by the LR
   input's, then back to image space. The LR input is a magnitude image, so its spectrum stands in
   for the measured data.
@@ -71,11 +71,22 @@ def tv_step(weight: float) -> float:
     return 1.0 / (1.0 + 8.0 * weight / TV_EPSILON)
 
 
-def data_gradient(x: torch.Tensor, mask: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
-    """∂/∂x of ½‖M F x − y‖²/(H·W) for real x: Re(Fᴴ(M F x − y))/(H·W) = Re(IFFT(M F x − y)),
-    since M² = M, y = M y and Fᴴ = H·W·IFFT. The gradients in closed form are autograd's, in half
-    its time (tests/report/test_classical.py compares them)."""
-    return torch.fft.ifft2(torch.fft.fft2(x) * mask - measured).real
+def half_spectrum_mask(h: int, w: int, keep: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(M(k) + M(−k))/2 on the frequencies `rfft2` keeps, (H, W // 2 + 1). A centred block on an
+    even-sized grid is not symmetric (for keep 0.5 it holds −H/4 but not +H/4, likewise along W):
+    its edge rows and columns get 1/2."""
+    mask = kept_mask(h, w, keep, device).float()
+    mirrored = torch.roll(torch.flip(mask, (-2, -1)), (1, 1), (-2, -1))  # M(−k mod N)
+    return ((mask + mirrored) / 2)[..., : w // 2 + 1]
+
+
+def data_gradient(x: torch.Tensor, lr: torch.Tensor, half_mask: torch.Tensor) -> torch.Tensor:
+    """∂/∂x of ½‖M F x − y‖²/(H·W) for real x, with y = M F x_LR: Re(Fᴴ M F (x − x_LR))/(H·W) =
+    Re(IFFT(M F (x − x_LR))), since M² = M and Fᴴ = H·W·IFFT. F of a real image is Hermitian, so
+    taking the real part replaces M by its symmetric part (`half_spectrum_mask`) and the whole
+    product is Hermitian: `rfft2`/`irfft2` compute it in about half the time of complex FFTs.
+    tests/report/test_classical.py compares it with autograd's gradient of the objective."""
+    return torch.fft.irfft2(torch.fft.rfft2(x - lr) * half_mask, s=x.shape[-2:])
 
 
 def tv_reconstruct(lr: torch.Tensor, keep: float, weight: float,
@@ -86,11 +97,11 @@ def tv_reconstruct(lr: torch.Tensor, keep: float, weight: float,
     per-slice objectives, so a slice's gradient, and its result, do not depend on how many
     slices share the batch.
     """
-    mask = kept_mask(*lr.shape[-2:], keep, lr.device)
-    measured = torch.fft.fft2(lr.float()) * mask
-    x = lr.float().clone()
+    lr = lr.float()
+    half_mask = half_spectrum_mask(*lr.shape[-2:], keep, lr.device)
+    x = lr.clone()
     step = tv_step(weight)  # per-slice Lipschitz bound: stable for every λ, whatever the batch
     for _ in range(iterations):
-        x -= step * (data_gradient(x, mask, measured) + weight * smoothed_tv_gradient(x))
+        x -= step * (data_gradient(x, lr, half_mask) + weight * smoothed_tv_gradient(x))
         x.clamp_(0.0, 1.0)
     return x
