@@ -36,7 +36,7 @@ scored the same way on the same validation slices: the rows then tell how much o
 was the luck of its training seed. This re-scoring is not part of the measure above; its time is
 reported apart (`rescore_minutes`).
 
-Run by hand (18–21 minutes of search per seed on a fast 2-core machine, then 2.8–3.5 of
+Run by hand (18–22 minutes of search per seed on a fast 2-core machine, then 2.7–3.5 of
 re-scoring):
 
     python benchmarks/hpo_efficiency.py --seeds 0 1 2 [--trials 10] [--folds 3] [--tpe-concurrent 1]
